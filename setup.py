@@ -1,0 +1,34 @@
+"""Build vmcore's one compiled extension (engine + MMU) from its included files.
+
+The instruction handlers that differ only in operation, size and operand form
+are generated from tables by vmcore/_core/gen_ops.py before Cython runs.
+Set VMCORE_DEBUG=1 for a build with C assertions and no optimisation.
+"""
+import os
+import pathlib
+import runpy
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = pathlib.Path(__file__).resolve().parent
+CORE = HERE / "vmcore" / "_core"
+
+runpy.run_path(str(CORE / "gen_ops.py"), run_name="vmcore_gen")["main"](CORE / "ops_generated.pxi")
+
+debug = os.environ.get("VMCORE_DEBUG") == "1"
+extension = Extension(
+    "vmcore._core._core",
+    [str(pathlib.Path("vmcore", "_core", "_core.pyx"))],
+    extra_compile_args=["-O0", "-g"] if debug else ["-O2", "-fno-strict-aliasing"],
+    define_macros=[] if debug else [("NDEBUG", "1")],
+)
+
+setup(
+    ext_modules=cythonize(
+        [extension],
+        compiler_directives={"language_level": "3"},
+        include_path=[str(CORE)],
+        annotate=os.environ.get("VMCORE_ANNOTATE") == "1",
+    ),
+)

@@ -1,0 +1,5 @@
+import sys
+
+from vmcore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+# Engine state shared by every included file of the one extension (_core.pyx).
+# Address-space names: gla = guest linear, gpa = guest physical, hva = host virtual.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int16_t, int32_t, int64_t, uintptr_t
+
+cdef enum:
+    R_EAX = 0
+    R_ECX = 1
+    R_EDX = 2
+    R_EBX = 3
+    R_ESP = 4
+    R_EBP = 5
+    R_ESI = 6
+    R_EDI = 7
+    R_ZERO = 8          # always 0: absent base/index in an effective address
+
+    S_ES = 0
+    S_CS = 1
+    S_SS = 2
+    S_DS = 3
+    S_FS = 4
+    S_GS = 5
+
+    TLB_SIZE = 256
+
+cdef struct Seg:
+    uint32_t base
+    uint32_t limit
+    uint16_t sel
+    uint16_t attr       # descriptor access byte and flags (bits 8-15 of dword 1, G/D in 14/15)
+
+cdef struct TlbEntry:
+    uint32_t tag_r      # gla page base when reads hit, else 1 (never page aligned)
+    uint32_t tag_w      # gla page base when writes hit, else 1
+    uintptr_t addend    # hva = gla + addend
+    uint32_t gpa_page   # gpa >> 12 of the mapped page
+
+cdef struct Cpu
+cdef struct Insn
+ctypedef int (*handler_t)(Cpu* c, Insn* i) noexcept nogil
+
+# One pre-decoded instruction. 32 bytes.
+cdef struct Insn:
+    handler_t fn
+    uint32_t next_eip   # EIP of the following instruction
+    uint32_t disp       # displacement; branch target EIP for relative branches
+    uint32_t imm        # immediate
+    uint16_t imm2       # second immediate (ENTER level, far pointer selector, RET n)
+    uint8_t len         # encoded length in bytes
+    uint8_t reg         # ModRM.reg or opcode-embedded register
+    uint8_t rm          # register operand (mod == 3) or base register of a memory operand
+    uint8_t index       # index register (R_ZERO if none)
+    uint8_t scale       # index shift 0..3
+    uint8_t seg         # segment of the memory operand
+    uint8_t flags       # IF_* below
+    uint8_t op          # sub-operation or condition code for shared handlers
+
+cdef enum:
+    IF_A16 = 1          # 16-bit effective address: wrap to 64 KiB
+    IF_O16 = 2          # operand size 16
+    IF_REP = 4          # F3 prefix
+    IF_REPNE = 8        # F2 prefix
+    IF_MEM = 16         # ModRM names memory (mod != 3)
+
+cdef struct Block:
+    uint32_t eip        # EIP of the first instruction
+    uint32_t end_eip    # EIP after the last instruction
+    uint32_t cs_base
+    uint32_t mode       # decode mode key (CS.D ...)
+    uint32_t gpa        # gpa of the first byte
+    uint32_t page0      # gpa pages the code bytes lie in (page1 == page0 if one)
+    uint32_t page1
+    uint32_t ninsn      # guest instructions (excludes the synthetic block end)
+    uint32_t valid
+    Insn* insns
+    Block* hash_next
+    Block* succ[2]      # chained successors, checked by eip before use
+
+cdef struct Cpu:
+    uint32_t regs[9]
+    uint32_t eip
+    uint32_t eflags     # all bits except the six arithmetic ones, which are lazy (cc_*)
+    # lazy flags: cc_op names how OSZAPC follow from cc_res/cc_src1/cc_src2/cc_aux
+    uint32_t cc_op
+    uint32_t cc_res
+    uint32_t cc_src1
+    uint32_t cc_src2
+    uint32_t cc_aux
+    Seg seg[6]
+    uint32_t cr0
+    uint32_t cr2
+    uint32_t cr3
+    uint32_t cr4
+    uint32_t gdtr_base
+    uint32_t gdtr_limit
+    uint32_t idtr_base
+    uint32_t idtr_limit
+    uint32_t code32     # CS.D: default operand/address size 32
+    # memory
+    uint8_t* ram        # hva of gpa 0
+    uint32_t ram_size
+    uint32_t ram_pages
+    uint64_t* code_map  # per gpa page: bit k set when decoded code lies in bytes 64k..64k+63
+    TlbEntry tlb[256]
+    # exceptions
+    int exc_vector
+    int exc_has_err
+    uint32_t exc_err
+    int exc_soft        # INT n / INT3 / INTO: the pushed EIP is the next instruction's
+    int first_exc_vector
+    int first_exc_has_err
+    uint32_t first_exc_err
+    uint32_t first_exc_eip
+    # exits
+    int exit_reason
+    uint32_t io_port
+    uint32_t io_size
+    uint32_t io_value
+    uint32_t io_is_in
+    uint32_t until_eip
+    int until_active
+    # counters
+    uint64_t icount
+    uint64_t n_blocks_decoded
+    uint64_t n_block_lookups
+    uint64_t n_chain_hits
+    uint64_t n_tlb_hits
+    uint64_t n_tlb_misses
+    uint64_t n_tlb_flushes
+    uint64_t n_unmapped_reads
+    uint64_t n_unmapped_writes
+    uint64_t n_smc_invalidations
+    uint64_t n_cache_flushes
+    uint64_t n_exceptions
+    uint64_t n_exits[16]
+    # the block cache: arenas of blocks and records, and a hash by EIP
+    Block* cur_block    # the block being executed
+    Block* blocks
+    uint32_t nblocks
+    Insn* insn_pool
+    uint32_t ninsns
+    Block** htab

@@ -1,0 +1,183 @@
+# The Python face of the engine. This is the one place where C state becomes
+# Python objects; the run loop itself never touches Python.
+
+from libc.stdlib cimport calloc, free
+
+EXIT_NAMES = {
+    EXIT_NONE: "none", EXIT_HLT: "hlt", EXIT_IO: "io", EXIT_BUDGET: "budget",
+    EXIT_SHUTDOWN: "shutdown", EXIT_UNTIL: "until", EXIT_INTERNAL: "internal",
+    EXIT_UNIMPLEMENTED: "unimplemented",
+}
+
+REG_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
+
+cdef bint _tables_ready = False
+
+cdef class Engine:
+    """One virtual CPU with its memory and block cache.
+
+    ``ram`` is a C-contiguous numpy uint8 array: guest physical memory, index = gpa.
+    The engine keeps a reference to it; Python sees guest memory without a copy.
+    """
+    cdef Cpu* c
+    cdef object ram
+    cdef uint8_t[::1] ram_view
+
+    def __cinit__(self, ram):
+        global _tables_ready
+        if not _tables_ready:
+            init_parity()
+            init_decode_tables()
+            init_generated_tables()
+            _tables_ready = True
+        self.c = <Cpu*>calloc(1, sizeof(Cpu))
+        if self.c == NULL:
+            raise MemoryError("engine state")
+        self.ram = ram
+        self.ram_view = ram
+        if self.ram_view.shape[0] < 4096 or self.ram_view.shape[0] > 0xC0000000U:
+            raise ValueError("guest RAM must be 4 KiB .. 3 GiB")
+        self.c.ram = &self.ram_view[0]
+        self.c.ram_size = <uint32_t>self.ram_view.shape[0]
+        self.c.ram_pages = (self.c.ram_size + 0xFFF) >> 12
+        self.c.code_map = <uint64_t*>calloc(self.c.ram_pages, sizeof(uint64_t))
+        self.c.blocks = <Block*>calloc(BLOCK_ARENA, sizeof(Block))
+        self.c.insn_pool = <Insn*>calloc(INSN_ARENA, sizeof(Insn))
+        self.c.htab = <Block**>calloc(HASH_SIZE, sizeof(Block*))
+        if not (self.c.code_map and self.c.blocks and self.c.insn_pool and self.c.htab):
+            raise MemoryError("block cache")
+        tlb_flush_all(self.c)
+        self.c.n_tlb_flushes = 0
+        self.reset_flat32()
+
+    def __dealloc__(self):
+        if self.c != NULL:
+            free(self.c.code_map)
+            free(self.c.blocks)
+            free(self.c.insn_pool)
+            free(self.c.htab)
+            free(self.c)
+            self.c = NULL
+
+    def reset_flat32(self):
+        """Flat 32-bit protected mode, as a multiboot loader leaves the CPU:
+        every segment base 0, limit 4 GiB; paging off; EFLAGS = 2; IDTR limit 0."""
+        cdef int k
+        for k in range(9):
+            self.c.regs[k] = 0
+        self.c.eip = 0
+        self.c.eflags = FL_FIXED1
+        set_arith_flags(self.c, 0)
+        for k in range(6):
+            self.c.seg[k].base = 0
+            self.c.seg[k].limit = 0xFFFFFFFFU
+            self.c.seg[k].sel = 0x10 if k != S_CS else 0x08
+            self.c.seg[k].attr = 0xC093 if k != S_CS else 0xC09B
+        self.c.code32 = 1
+        self.c.cr0 = 0x00000011     # PE, ET
+        self.c.idtr_base = 0
+        self.c.idtr_limit = 0
+        self.c.gdtr_base = 0
+        self.c.gdtr_limit = 0
+        cache_flush(self.c)
+        tlb_flush_all(self.c)
+
+    def run(self, uint64_t budget):
+        """Run at most ``budget`` instructions; returns the exit reason (int)."""
+        cdef int reason
+        with nogil:
+            reason = run_loop(self.c, budget)
+        return reason
+
+    # registers
+    def reg_get(self, int index):
+        return self.c.regs[index]
+
+    def reg_set(self, int index, uint32_t value):
+        self.c.regs[index] = value
+
+    property eip:
+        def __get__(self):
+            return self.c.eip
+        def __set__(self, uint32_t v):
+            self.c.eip = v
+
+    property eflags:
+        def __get__(self):
+            return get_eflags(self.c)
+        def __set__(self, uint32_t v):
+            set_eflags(self.c, v, 0x003F7FD5)
+
+    property icount:
+        def __get__(self):
+            return self.c.icount
+
+    def seg_get(self, int index):
+        cdef Seg* s = &self.c.seg[index]
+        return (s.sel, s.base, s.limit, s.attr)
+
+    def seg_set(self, int index, uint32_t sel, uint32_t base, uint32_t limit, uint32_t attr):
+        self.c.seg[index].sel = sel
+        self.c.seg[index].base = base
+        self.c.seg[index].limit = limit
+        self.c.seg[index].attr = attr
+        if index == S_CS:
+            self.c.code32 = 1 if attr & 0x4000 else 0
+
+    def idtr_set(self, uint32_t base, uint32_t limit):
+        self.c.idtr_base = base
+        self.c.idtr_limit = limit
+
+    def idtr_get(self):
+        return (self.c.idtr_base, self.c.idtr_limit)
+
+    # exits
+    def io_request(self):
+        """(port, size, is_in, value) of the pending EXIT_IO."""
+        return (self.c.io_port, self.c.io_size, bool(self.c.io_is_in), self.c.io_value)
+
+    def io_complete_in(self, uint32_t value):
+        """Deliver the value of a pending IN into AL/AX/EAX."""
+        cdef int sz = 0 if self.c.io_size == 1 else (1 if self.c.io_size == 2 else 2)
+        setr_sz(self.c, R_EAX, sz, value)
+
+    def first_exception(self):
+        """(vector, error code or None, eip) of the last exception chain's first exception."""
+        if self.c.n_exceptions == 0:
+            return None
+        return (self.c.first_exc_vector,
+                self.c.first_exc_err if self.c.first_exc_has_err else None,
+                self.c.first_exc_eip)
+
+    def set_until(self, until):
+        if until is None:
+            set_until(self.c, False, 0)
+        else:
+            set_until(self.c, True, <uint32_t>until)
+
+    def notify_host_write(self, uint32_t gpa, uint32_t size):
+        """The host wrote guest RAM: drop decoded code there."""
+        invalidate_gpa_range(self.c, gpa, size)
+
+    def flush(self):
+        cache_flush(self.c)
+        tlb_flush_all(self.c)
+
+    def stats(self):
+        cdef Cpu* c = self.c
+        return {
+            "instructions": c.icount,
+            "blocks_decoded": c.n_blocks_decoded,
+            "blocks_cached": c.nblocks,
+            "block_lookups": c.n_block_lookups,
+            "block_chain_hits": c.n_chain_hits,
+            "tlb_hits": c.n_tlb_hits,
+            "tlb_misses": c.n_tlb_misses,
+            "tlb_flushes": c.n_tlb_flushes,
+            "unmapped_reads": c.n_unmapped_reads,
+            "unmapped_writes": c.n_unmapped_writes,
+            "smc_invalidations": c.n_smc_invalidations,
+            "cache_flushes": c.n_cache_flushes,
+            "exceptions": c.n_exceptions,
+        }

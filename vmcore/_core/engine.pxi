@@ -1,0 +1,229 @@
+# The block cache and the run loop: run until an exit (ARCHITECTURE.md, "The
+# engine contract"). Blocks are decoded once, looked up by EIP (plus CS base
+# and decode mode), chained to their successors, and invalidated page by page
+# when their code bytes are written.
+
+cdef inline uint32_t hash_eip(uint32_t eip) noexcept nogil:
+    return (eip ^ (eip >> HASH_BITS)) & (HASH_SIZE - 1)
+
+cdef inline uint32_t mode_key(Cpu* c) noexcept nogil:
+    return c.code32
+
+cdef void cache_flush(Cpu* c) noexcept nogil:
+    """Forget every block (arena full, or a global change such as a mode switch)."""
+    cdef uint32_t k
+    for k in range(HASH_SIZE):
+        c.htab[k] = NULL
+    for k in range(c.ram_pages):
+        c.code_map[k] = 0
+    c.nblocks = 0
+    c.ninsns = 0
+    c.cur_block = NULL
+    c.n_cache_flushes += 1
+
+cdef void unhash(Cpu* c, Block* b) noexcept nogil:
+    cdef Block** link = &c.htab[hash_eip(b.eip)]
+    while link[0] != NULL:
+        if link[0] == b:
+            link[0] = b.hash_next
+            return
+        link = &link[0].hash_next
+
+cdef void kill_block(Cpu* c, Block* b) noexcept nogil:
+    """Unlink b; records of a block that may be running are made to restart."""
+    cdef uint32_t k
+    b.valid = 0
+    unhash(c, b)
+    for k in range(b.ninsn + 1):
+        b.insns[k].fn = h_STALE
+
+cdef void invalidate_code(Cpu* c, uint32_t gpa_page) noexcept nogil:
+    """Code bytes on gpa_page were written: drop every block that read them."""
+    cdef uint32_t k
+    cdef Block* b
+    c.code_map[gpa_page] = 0
+    for k in range(c.nblocks):
+        b = &c.blocks[k]
+        if b.valid and (b.page0 == gpa_page or b.page1 == gpa_page):
+            kill_block(c, b)
+    c.n_smc_invalidations += 1
+
+cdef void invalidate_gpa_range(Cpu* c, uint32_t gpa, uint32_t size) noexcept nogil:
+    """The host wrote guest memory: same effect as a guest write."""
+    cdef uint32_t page
+    if size == 0:
+        return
+    page = gpa >> 12
+    while page <= (gpa + size - 1) >> 12 and page < c.ram_pages:
+        if c.code_map[page]:
+            invalidate_code(c, page)
+        page += 1
+
+cdef void mark_code(Cpu* c, uint32_t gla_start, uint32_t gla_end) noexcept nogil:
+    """Record that [gla_start, gla_end) holds decoded code (one or two pages)."""
+    cdef uint32_t gla = gla_start
+    cdef uint32_t gpa, chunk_end, page
+    while gla != gla_end:
+        chunk_end = (gla | 0xFFF) + 1
+        if chunk_end - gla > gla_end - gla:
+            chunk_end = gla_end
+        if translate(c, gla, &gpa) == 0 and gpa < c.ram_size:
+            page = gpa >> 12
+            if c.code_map[page] == 0:
+                tlb_drop_write(c, page)
+            c.code_map[page] |= chunk_bits(gpa & 0xFFF, chunk_end - gla)
+        gla = chunk_end
+
+cdef Block* lookup(Cpu* c, uint32_t eip) noexcept nogil:
+    cdef Block* b = c.htab[hash_eip(eip)]
+    cdef uint32_t cs_base = c.seg[S_CS].base
+    cdef uint32_t mode = mode_key(c)
+    c.n_block_lookups += 1
+    while b != NULL:
+        if b.eip == eip and b.cs_base == cs_base and b.mode == mode:
+            return b
+        b = b.hash_next
+    return NULL
+
+cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) noexcept nogil:
+    """Decode from eip until a block-ending instruction, max_insns, the end of
+    the page, or the `until` address. cache=False decodes into a scratch block
+    that is not entered in the hash (single steps at the end of a budget)."""
+    cdef Block* b
+    cdef Insn* insns
+    cdef uint32_t n = 0, cur = eip, gpa
+    cdef uint32_t cs_base = c.seg[S_CS].base
+    cdef bint ends
+    if c.nblocks + 1 >= BLOCK_ARENA or c.ninsns + MAX_BLOCK_INSNS + 4 > INSN_ARENA:
+        cache_flush(c)
+    if cache:
+        b = &c.blocks[c.nblocks]
+        insns = &c.insn_pool[c.ninsns]
+    else:
+        # the last block and record slots of the arenas are kept for this
+        b = &c.blocks[BLOCK_ARENA - 1]
+        insns = &c.insn_pool[INSN_ARENA - 2]
+    while True:
+        ends = decode_insn(c, cs_base, cur, &insns[n])
+        cur = insns[n].next_eip
+        n += 1
+        if ends or n >= max_insns:
+            break
+        if ((cs_base + cur) ^ (cs_base + eip)) & 0xFFFFF000U:
+            break
+        if c.until_active and cur == c.until_eip:
+            break
+    # every block ends in a record that leaves the inner loop
+    insns[n].fn = h_BLOCK_END
+    insns[n].next_eip = cur
+    insns[n].len = 0
+    b.eip = eip
+    b.end_eip = cur
+    b.cs_base = cs_base
+    b.mode = mode_key(c)
+    translate(c, cs_base + eip, &gpa)
+    b.gpa = gpa
+    b.page0 = gpa >> 12
+    translate(c, cs_base + cur - 1, &gpa)
+    b.page1 = gpa >> 12
+    b.ninsn = n
+    b.valid = 1
+    b.insns = insns
+    b.succ[0] = NULL
+    b.succ[1] = NULL
+    b.hash_next = NULL
+    mark_code(c, cs_base + eip, cs_base + cur)
+    c.n_blocks_decoded += 1
+    if cache:
+        c.nblocks += 1
+        c.ninsns += n + 1
+        b.hash_next = c.htab[hash_eip(eip)]
+        c.htab[hash_eip(eip)] = b
+    return b
+
+cdef void set_until(Cpu* c, bint active, uint32_t eip) noexcept nogil:
+    """Stop before executing eip; cached blocks running through it are dropped."""
+    cdef uint32_t k
+    cdef Block* b
+    c.until_active = active
+    c.until_eip = eip
+    if not active:
+        return
+    for k in range(c.nblocks):
+        b = &c.blocks[k]
+        if b.valid and b.eip < eip and eip < b.end_eip:
+            kill_block(c, b)
+
+cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
+    """Execute until an exit; returns cpu.exit_reason."""
+    cdef uint64_t stop_at = c.icount + budget
+    cdef Block* blk
+    cdef Block* prev = NULL
+    cdef Insn* i
+    cdef int rc
+    cdef uint64_t flushes
+    c.exit_reason = EXIT_NONE
+    while True:
+        if c.icount >= stop_at:
+            c.exit_reason = EXIT_BUDGET
+            break
+        if c.until_active and c.eip == c.until_eip:
+            c.exit_reason = EXIT_UNTIL
+            break
+        blk = NULL
+        if prev != NULL:
+            if prev.succ[0] != NULL and prev.succ[0].eip == c.eip and prev.succ[0].valid:
+                blk = prev.succ[0]
+            elif prev.succ[1] != NULL and prev.succ[1].eip == c.eip and prev.succ[1].valid:
+                blk = prev.succ[1]
+            if blk != NULL:
+                c.n_chain_hits += 1
+        if blk == NULL:
+            blk = lookup(c, c.eip)
+            if blk == NULL:
+                flushes = c.n_cache_flushes
+                blk = decode_block(c, c.eip, MAX_BLOCK_INSNS, True)
+                if flushes != c.n_cache_flushes:
+                    prev = NULL
+            if prev != NULL and prev.valid:
+                if prev.succ[0] == NULL:
+                    prev.succ[0] = blk
+                else:
+                    prev.succ[1] = blk
+        if c.icount + blk.ninsn > stop_at:
+            # the budget ends inside this block: one instruction at a time
+            flushes = c.n_cache_flushes
+            blk = decode_block(c, c.eip, 1, False)
+            if flushes != c.n_cache_flushes:
+                prev = NULL
+        c.cur_block = blk
+        i = blk.insns
+        while True:
+            rc = i.fn(c, i)
+            if rc != RC_NEXT:
+                break
+            i += 1
+        if rc == RC_BRANCH:
+            c.icount += blk.ninsn
+            prev = blk
+            continue
+        prev = NULL
+        c.icount += <uint64_t>(i - blk.insns)
+        if rc == RC_FAULT:
+            if c.exc_soft:
+                c.icount += 1
+                c.eip = i.next_eip
+            else:
+                c.eip = i.next_eip - i.len
+            if deliver_exception(c):
+                break
+        elif rc == RC_EXIT:
+            c.icount += 1
+            c.eip = i.next_eip
+            break
+        elif rc == RC_EXIT_BEFORE:
+            c.eip = i.next_eip - i.len
+            break
+        # RC_RESTART: h_STALE set eip to the stale instruction; look it up again
+    c.cur_block = NULL
+    return c.exit_reason

@@ -1,0 +1,87 @@
+# Exception and interrupt delivery through the guest's IDT (SDM Vol. 3 §6.12),
+# with the double-fault rules of Table 6-5 and the triple fault that ends the
+# run. Delivery here covers CPL-0 flat protected mode: 32-bit interrupt and
+# trap gates to a code segment at the same privilege.
+
+cdef inline int exc_class(int vector) noexcept nogil:
+    """0 benign, 1 contributory, 2 page fault (SDM Vol. 3 Table 6-4)."""
+    if vector == EXC_PF:
+        return 2
+    if vector == EXC_DE or vector == EXC_TS or vector == EXC_NP or vector == EXC_SS or vector == EXC_GP:
+        return 1
+    return 0
+
+cdef inline bint pushes_error_code(int vector) noexcept nogil:
+    return vector == EXC_DF or (10 <= vector <= 14) or vector == 17
+
+cdef int gate_fault(Cpu* c, int vector, int ext, uint32_t idt_fault) noexcept nogil:
+    c.exc_vector = vector
+    c.exc_has_err = 1
+    c.exc_err = idt_fault
+    return RC_FAULT
+
+cdef int deliver_once(Cpu* c, int vector, bint has_err, uint32_t err, bint soft) noexcept nogil:
+    """Push the frame and enter the handler; RC_FAULT with a new exception if that fails."""
+    cdef uint32_t lo, hi, typ, sel, offset, eflags
+    cdef uint32_t ext = 0 if soft else 1
+    cdef uint32_t old_esp = c.regs[R_ESP]
+    if <uint32_t>vector * 8 + 7 > c.idtr_limit:
+        return gate_fault(c, EXC_GP, ext, vector * 8 + 2 + ext)
+    if rd32(c, c.idtr_base + vector * 8, &lo) or rd32(c, c.idtr_base + vector * 8 + 4, &hi):
+        return RC_FAULT
+    typ = (hi >> 8) & 0x1F
+    if typ != 0x0E and typ != 0x0F:
+        # task gates and 16-bit gates belong to the full system architecture
+        return gate_fault(c, EXC_GP, ext, vector * 8 + 2 + ext)
+    if not (hi & 0x8000):
+        return gate_fault(c, EXC_NP, ext, vector * 8 + 2 + ext)
+    sel = lo >> 16
+    offset = (lo & 0xFFFF) | (hi & 0xFFFF0000U)
+    eflags = get_eflags(c)
+    if push(c, 2, eflags) or push(c, 2, c.seg[S_CS].sel) or push(c, 2, c.eip):
+        c.regs[R_ESP] = old_esp
+        return RC_FAULT
+    if has_err and push(c, 2, err):
+        c.regs[R_ESP] = old_esp
+        return RC_FAULT
+    c.eflags &= ~<uint32_t>(FL_TF | FL_NT | FL_RF | FL_VM)
+    if typ == 0x0E:
+        c.eflags &= ~<uint32_t>FL_IF
+    c.seg[S_CS].sel = sel
+    c.eip = offset
+    return 0
+
+cdef int deliver_exception(Cpu* c) noexcept nogil:
+    """Deliver cpu.exc_vector. Returns 1 if the run must end (triple fault)."""
+    cdef int vector = c.exc_vector
+    cdef bint has_err = c.exc_has_err
+    cdef uint32_t err = c.exc_err
+    cdef bint soft = c.exc_soft
+    cdef int new_vector, first_class, new_class
+    c.exc_soft = 0
+    c.n_exceptions += 1
+    c.first_exc_vector = vector
+    c.first_exc_has_err = has_err
+    c.first_exc_err = err
+    c.first_exc_eip = c.eip
+    if not soft and not has_err and pushes_error_code(vector):
+        has_err = 1
+    while True:
+        if deliver_once(c, vector, has_err, err, soft) == 0:
+            return 0
+        soft = 0
+        new_vector = c.exc_vector
+        if vector == EXC_DF:
+            # a fault while delivering #DF: shutdown (SDM Vol. 3 §6.15, interrupt 8)
+            c.exit_reason = EXIT_SHUTDOWN
+            return 1
+        first_class = exc_class(vector)
+        new_class = exc_class(new_vector)
+        if (first_class == 1 and new_class == 1) or (first_class == 2 and new_class != 0):
+            vector = EXC_DF
+            has_err = 1
+            err = 0
+        else:
+            vector = new_vector
+            has_err = c.exc_has_err or pushes_error_code(new_vector)
+            err = c.exc_err

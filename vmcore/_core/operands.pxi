@@ -1,0 +1,118 @@
+# Operand access: registers by size, effective addresses, and the arithmetic
+# cores shared by every form of an instruction (they also record lazy flags).
+
+cdef inline uint32_t getr8(Cpu* c, int r) noexcept nogil:
+    # AL CL DL BL AH CH DH BH (SDM Vol. 2 Table 2-2)
+    return (c.regs[r & 3] >> ((r & 4) << 1)) & 0xFF
+
+cdef inline void setr8(Cpu* c, int r, uint32_t v) noexcept nogil:
+    cdef int sh = (r & 4) << 1
+    c.regs[r & 3] = (c.regs[r & 3] & ~(<uint32_t>0xFF << sh)) | ((v & 0xFF) << sh)
+
+cdef inline uint32_t getr16(Cpu* c, int r) noexcept nogil:
+    return c.regs[r] & 0xFFFF
+
+cdef inline void setr16(Cpu* c, int r, uint32_t v) noexcept nogil:
+    c.regs[r] = (c.regs[r] & 0xFFFF0000U) | (v & 0xFFFF)
+
+cdef inline uint32_t getr32(Cpu* c, int r) noexcept nogil:
+    return c.regs[r]
+
+cdef inline void setr32(Cpu* c, int r, uint32_t v) noexcept nogil:
+    c.regs[r] = v
+
+cdef inline uint32_t getr_sz(Cpu* c, int r, int sz) noexcept nogil:
+    if sz == 0:
+        return getr8(c, r)
+    if sz == 1:
+        return getr16(c, r)
+    return c.regs[r]
+
+cdef inline void setr_sz(Cpu* c, int r, int sz, uint32_t v) noexcept nogil:
+    if sz == 0:
+        setr8(c, r, v)
+    elif sz == 1:
+        setr16(c, r, v)
+    else:
+        c.regs[r] = v
+
+cdef inline uint32_t ea_of(Cpu* c, Insn* i) noexcept nogil:
+    """Effective address (offset in the segment) of the memory operand."""
+    cdef uint32_t ea = c.regs[i.rm] + (c.regs[i.index] << i.scale) + i.disp
+    if i.flags & IF_A16:
+        ea &= 0xFFFF
+    return ea
+
+cdef inline uint32_t gla_of(Cpu* c, Insn* i) noexcept nogil:
+    return c.seg[i.seg].base + ea_of(c, i)
+
+# ALU cores. op: 0 ADD 1 OR 2 ADC 3 SBB 4 AND 5 SUB 6 XOR 7 CMP (ModRM.reg order).
+cdef inline uint32_t alu(Cpu* c, int op, int sz, uint32_t a, uint32_t b) noexcept nogil:
+    cdef uint32_t r, cin
+    cdef uint32_t m = SIZE_MASK[sz]
+    if op == 0:
+        r = a + b
+        c.cc_op = CC_ADD * 4 + sz
+    elif op == 1:
+        r = a | b
+        c.cc_op = CC_LOGIC * 4 + sz
+    elif op == 2:
+        cin = get_cf(c)
+        r = a + b + cin
+        c.cc_aux = cin
+        c.cc_op = CC_ADC * 4 + sz
+    elif op == 3:
+        cin = get_cf(c)
+        r = a - b - cin
+        c.cc_aux = cin
+        c.cc_op = CC_SBB * 4 + sz
+    elif op == 4:
+        r = a & b
+        c.cc_op = CC_LOGIC * 4 + sz
+    elif op == 6:
+        r = a ^ b
+        c.cc_op = CC_LOGIC * 4 + sz
+    else:
+        r = a - b
+        c.cc_op = CC_SUB * 4 + sz
+    r &= m
+    c.cc_res = r
+    c.cc_src1 = a
+    c.cc_src2 = b
+    return r
+
+cdef inline uint32_t inc_dec(Cpu* c, int is_dec, int sz, uint32_t a) noexcept nogil:
+    c.cc_aux = get_cf(c)
+    cdef uint32_t r
+    if is_dec:
+        r = (a - 1) & SIZE_MASK[sz]
+        c.cc_op = CC_DEC * 4 + sz
+    else:
+        r = (a + 1) & SIZE_MASK[sz]
+        c.cc_op = CC_INC * 4 + sz
+    c.cc_res = r
+    c.cc_src1 = a
+    c.cc_src2 = 1
+    return r
+
+cdef inline void set_res_flags(Cpu* c, int sz, uint32_t res, uint32_t cf_of_af) noexcept nogil:
+    c.cc_op = CC_RES * 4 + sz
+    c.cc_res = res
+    c.cc_aux = cf_of_af
+
+cdef struct CcSave:
+    uint32_t op, res, src1, src2, aux
+
+cdef inline void save_cc(Cpu* c, CcSave* s) noexcept nogil:
+    s.op = c.cc_op
+    s.res = c.cc_res
+    s.src1 = c.cc_src1
+    s.src2 = c.cc_src2
+    s.aux = c.cc_aux
+
+cdef inline void restore_cc(Cpu* c, CcSave* s) noexcept nogil:
+    c.cc_op = s.op
+    c.cc_res = s.res
+    c.cc_src1 = s.src1
+    c.cc_src2 = s.src2
+    c.cc_aux = s.aux

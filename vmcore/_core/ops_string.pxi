@@ -1,0 +1,64 @@
+# String instructions (SDM Vol. 2 "MOVS", "CMPS", "STOS", "LODS", "SCAS") with
+# REP/REPE/REPNE. ESI/EDI (SI/DI with a 16-bit address size) step by the
+# element size, backwards when DF is set. A repeated instruction runs to the
+# end inside one handler; a fault leaves the registers at the faulting element
+# so the instruction restarts there.
+
+cdef inline uint32_t str_mask(Insn* i) noexcept nogil:
+    return 0xFFFF if i.flags & IF_A16 else 0xFFFFFFFFU
+
+cdef inline void str_step(Cpu* c, int r, uint32_t amask, int32_t delta) noexcept nogil:
+    c.regs[r] = (c.regs[r] & ~amask) | ((c.regs[r] + <uint32_t>delta) & amask)
+
+cdef int h_STRING(Cpu* c, Insn* i) noexcept nogil:
+    """op: 0 MOVS 1 CMPS 2 STOS 3 LODS 4 SCAS; size index in imm2; source segment in seg."""
+    cdef int sz = i.imm2
+    cdef uint32_t amask = str_mask(i)
+    cdef int32_t delta = (1 << sz) * (-1 if c.eflags & FL_DF else 1)
+    cdef bint rep = (i.flags & (IF_REP | IF_REPNE)) != 0
+    cdef uint32_t a, b
+    cdef uint32_t src_base = c.seg[i.seg].base
+    cdef uint32_t es_base = c.seg[S_ES].base
+    cdef int op = i.op
+    while True:
+        if rep and (c.regs[R_ECX] & amask) == 0:
+            break
+        if op == 0:
+            if rd_sz(c, src_base + (c.regs[R_ESI] & amask), sz, &a):
+                return RC_FAULT
+            if wr_sz(c, es_base + (c.regs[R_EDI] & amask), sz, a):
+                return RC_FAULT
+            str_step(c, R_ESI, amask, delta)
+            str_step(c, R_EDI, amask, delta)
+        elif op == 1:
+            if rd_sz(c, src_base + (c.regs[R_ESI] & amask), sz, &a):
+                return RC_FAULT
+            if rd_sz(c, es_base + (c.regs[R_EDI] & amask), sz, &b):
+                return RC_FAULT
+            alu(c, 7, sz, a, b)
+            str_step(c, R_ESI, amask, delta)
+            str_step(c, R_EDI, amask, delta)
+        elif op == 2:
+            if wr_sz(c, es_base + (c.regs[R_EDI] & amask), sz, getr_sz(c, R_EAX, sz)):
+                return RC_FAULT
+            str_step(c, R_EDI, amask, delta)
+        elif op == 3:
+            if rd_sz(c, src_base + (c.regs[R_ESI] & amask), sz, &a):
+                return RC_FAULT
+            setr_sz(c, R_EAX, sz, a)
+            str_step(c, R_ESI, amask, delta)
+        else:
+            if rd_sz(c, es_base + (c.regs[R_EDI] & amask), sz, &b):
+                return RC_FAULT
+            alu(c, 7, sz, getr_sz(c, R_EAX, sz), b)
+            str_step(c, R_EDI, amask, delta)
+        if not rep:
+            break
+        str_step(c, R_ECX, amask, -1)
+        if op == 1 or op == 4:
+            # REPE stops when ZF = 0, REPNE when ZF = 1
+            if (i.flags & IF_REP) and not cond_true(c, 4):
+                break
+            if (i.flags & IF_REPNE) and cond_true(c, 4):
+                break
+    return RC_NEXT

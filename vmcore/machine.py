@@ -1,0 +1,318 @@
+"""The public face of vmcore: a virtual machine that a Python program drives.
+
+Verbs follow Unicorn's Python API (mem_read/mem_write, reg_read/reg_write,
+hook_add, run with count/until/timeout). Guest physical memory is a numpy
+array (``Machine.memory``) that the engine uses in place.
+"""
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from vmcore._core._core import Engine, REG_NAMES, SEG_NAMES
+from vmcore.devices import DebugConsole, DebugExit, PortBus, Uart16550
+from vmcore.errors import ConfigError, GuestMemoryError, VmError
+from vmcore.loaders.multiboot import load_multiboot
+
+MODES = ("bare",)
+PLANNED_MODES = ("bt", "trap")
+
+HOOK_IO_OUT = 1
+HOOK_IO_IN = 2
+
+# engine exit codes (vmcore/_core/defs.pxi)
+_EXIT_HLT, _EXIT_IO, _EXIT_BUDGET, _EXIT_SHUTDOWN, _EXIT_UNTIL, _EXIT_INTERNAL, _EXIT_UNIMPLEMENTED = range(1, 8)
+
+# instructions per engine.run() call: bounds how late a timeout is noticed
+_SLICE = 1 << 22
+
+EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
+                   10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC"}
+
+
+class Exit(enum.Enum):
+    """Why a run ended: a closed set."""
+
+    HLT = "hlt"                   # the guest halted
+    DEBUG_EXIT = "debug_exit"     # the guest wrote to the isa-debug-exit port
+    SHUTDOWN = "shutdown"         # triple fault
+    BUDGET = "budget"             # `count` instructions executed
+    TIMEOUT = "timeout"           # `timeout` seconds passed
+    UNTIL = "until"               # EIP reached `until`
+    STOPPED = "stopped"           # Machine.stop() from a hook
+    UNIMPLEMENTED = "unimplemented"  # a valid instruction the engine does not implement yet
+
+
+@dataclass
+class RunResult:
+    exit: Exit
+    exit_code: int | None
+    instructions: int
+    seconds: float
+    console: str
+    reason: str
+    exception: tuple | None = None
+    eip: int = 0
+
+    @property
+    def mips(self) -> float:
+        return self.instructions / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Hook:
+    kind: int
+    callback: Callable
+    begin: int
+    end: int
+
+
+_REG8 = {"al": (0, 0), "cl": (1, 0), "dl": (2, 0), "bl": (3, 0), "ah": (0, 8), "ch": (1, 8), "dh": (2, 8), "bh": (3, 8)}
+_REG16 = {"ax": 0, "cx": 1, "dx": 2, "bx": 3, "sp": 4, "bp": 5, "si": 6, "di": 7}
+
+
+class Machine:
+    """An IA-32 PC: one CPU, ``memory_mb`` of RAM at gpa 0, a port bus with the
+    debug console (0xE9), isa-debug-exit (0xF4) and a 16550 UART at COM1.
+
+    A new machine is in flat 32-bit protected mode, as a multiboot loader leaves it.
+    """
+
+    def __init__(self, memory_mb: int = 64, mode: str = "bare"):
+        if mode in PLANNED_MODES:
+            raise ConfigError(f"mode {mode!r} is not available yet (the monitor is not built); use 'bare'")
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
+        if not isinstance(memory_mb, int) or not 2 <= memory_mb <= 3072:
+            raise ConfigError(f"memory_mb must be an integer from 2 to 3072, not {memory_mb!r}")
+        self.mode = mode
+        self.memory = np.zeros(memory_mb << 20, dtype=np.uint8)
+        self._engine = Engine(self.memory)
+        self._console = bytearray()
+        self._hooks: list[_Hook] = []
+        self._stop_requested = False
+        self._debug_exit_status: int | None = None
+        self._exits = {e: 0 for e in ("io", "hlt", "budget", "shutdown", "until", "unimplemented")}
+        self.bus = PortBus()
+        self.bus.attach(0xE9, 1, DebugConsole(sink=self._console.extend), name="debugcon")
+        self.bus.attach(0xF4, 4, DebugExit(on_exit=self._on_debug_exit), name="debug-exit")
+        self.uart = Uart16550(sink=self._console.extend)
+        self.bus.attach(0x3F8, 8, self.uart, name="com1")
+        self.boot_info = None
+        self.exit_trace: Callable[[str], None] | None = None   # called with a line per engine exit
+
+    # ---- memory -------------------------------------------------------------------------
+    def _check_range(self, gpa: int, size: int) -> None:
+        if gpa < 0 or size < 0 or gpa + size > self.memory.size:
+            raise GuestMemoryError(
+                f"gpa range {gpa:#x}..{gpa + size:#x} is outside guest RAM (0..{self.memory.size:#x})")
+
+    def mem_read(self, gpa: int, size: int) -> bytes:
+        self._check_range(gpa, size)
+        return self.memory[gpa:gpa + size].tobytes()
+
+    def mem_write(self, gpa: int, data: bytes) -> None:
+        data = bytes(data)
+        self._check_range(gpa, len(data))
+        self.memory[gpa:gpa + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        self._engine.notify_host_write(gpa, len(data))
+
+    # ---- registers ----------------------------------------------------------------------
+    def reg_read(self, name: str) -> int:
+        n = name.lower()
+        if n in REG_NAMES:
+            return self._engine.reg_get(REG_NAMES.index(n))
+        if n == "eip":
+            return self._engine.eip
+        if n == "eflags":
+            return self._engine.eflags
+        if n in _REG16:
+            return self._engine.reg_get(_REG16[n]) & 0xFFFF
+        if n in _REG8:
+            idx, shift = _REG8[n]
+            return (self._engine.reg_get(idx) >> shift) & 0xFF
+        if n in SEG_NAMES:
+            return self._engine.seg_get(SEG_NAMES.index(n))[0]
+        raise ConfigError(f"unknown register {name!r}")
+
+    def reg_write(self, name: str, value: int) -> None:
+        n = name.lower()
+        value &= 0xFFFFFFFF
+        if n in REG_NAMES:
+            self._engine.reg_set(REG_NAMES.index(n), value)
+        elif n == "eip":
+            self._engine.eip = value
+        elif n == "eflags":
+            self._engine.eflags = value
+        elif n in _REG16:
+            idx = _REG16[n]
+            self._engine.reg_set(idx, (self._engine.reg_get(idx) & 0xFFFF0000) | (value & 0xFFFF))
+        elif n in _REG8:
+            idx, shift = _REG8[n]
+            old = self._engine.reg_get(idx)
+            self._engine.reg_set(idx, (old & ~(0xFF << shift) & 0xFFFFFFFF) | ((value & 0xFF) << shift))
+        else:
+            raise ConfigError(f"unknown or read-only register {name!r}")
+
+    # ---- loading ------------------------------------------------------------------------
+    def load_multiboot(self, path, cmdline: str = "") -> None:
+        """Load a multiboot v1 kernel and set the CPU as the spec's boot loader leaves it."""
+        boot = load_multiboot(self.memory, path, cmdline)
+        self._engine.flush()
+        self._engine.reset_flat32()
+        self.reg_write("eax", boot.eax)
+        self.reg_write("ebx", boot.ebx)
+        self.reg_write("eip", boot.entry_gla)
+        self.boot_info = boot
+
+    # ---- hooks --------------------------------------------------------------------------
+    def hook_add(self, kind: int, callback: Callable, begin: int = 0, end: int = 0xFFFF) -> _Hook:
+        """HOOK_IO_OUT: callback(machine, port, size, value); HOOK_IO_IN: callback(machine, port, size)
+        returns the value read, or None to let the device answer. Ports begin..end inclusive."""
+        if kind not in (HOOK_IO_OUT, HOOK_IO_IN):
+            raise ConfigError(f"unknown hook kind {kind!r}")
+        hook = _Hook(kind, callback, begin, end)
+        self._hooks.append(hook)
+        return hook
+
+    def hook_del(self, hook: _Hook) -> None:
+        self._hooks.remove(hook)
+
+    def stop(self) -> None:
+        """Ask a running run() to return (from a hook or a device)."""
+        self._stop_requested = True
+
+    def _on_debug_exit(self, status: int) -> None:
+        self._debug_exit_status = status
+
+    def _do_io(self) -> None:
+        port, size, is_in, value = self._engine.io_request()
+        mask = (1 << (8 * size)) - 1
+        if is_in:
+            result = None
+            for h in self._hooks:
+                if h.kind == HOOK_IO_IN and h.begin <= port <= h.end:
+                    result = h.callback(self, port, size)
+                    if result is not None:
+                        break
+            if result is None:
+                result = self.bus.read(port, size)
+            self._engine.io_complete_in(int(result) & mask)
+        else:
+            for h in self._hooks:
+                if h.kind == HOOK_IO_OUT and h.begin <= port <= h.end:
+                    h.callback(self, port, size, value)
+            self.bus.write(port, size, value)
+
+    # ---- running ------------------------------------------------------------------------
+    def run(self, count: int | None = None, timeout: float | None = None, until: int | None = None) -> RunResult:
+        """Run until the first of: guest exit (debug-exit port), HLT, triple fault, `count`
+        instructions, `timeout` seconds, EIP == `until`, or stop(). An exception raised by a
+        hook or a device ends the run and is re-raised here."""
+        engine = self._engine
+        start_icount = engine.icount
+        start = time.perf_counter()
+        deadline = None if timeout is None else start + timeout
+        self._stop_requested = False
+        self._debug_exit_status = None
+        engine.set_until(until)
+        exit_kind = None
+        reason = ""
+        try:
+            while exit_kind is None:
+                done = engine.icount - start_icount
+                if count is not None and done >= count:
+                    exit_kind, reason = Exit.BUDGET, f"executed {count} instructions"
+                    break
+                if deadline is not None and time.perf_counter() >= deadline:
+                    exit_kind, reason = Exit.TIMEOUT, f"timeout after {timeout} s"
+                    break
+                budget = _SLICE if count is None else min(_SLICE, count - done)
+                code = engine.run(budget)
+                if self.exit_trace is not None:
+                    self.exit_trace(self._describe_exit(code))
+                if code == _EXIT_IO:
+                    self._exits["io"] += 1
+                    self._do_io()
+                    if self._debug_exit_status is not None:
+                        exit_kind = Exit.DEBUG_EXIT
+                        reason = f"guest wrote to the debug-exit port: status {self._debug_exit_status}"
+                elif code == _EXIT_HLT:
+                    self._exits["hlt"] += 1
+                    exit_kind, reason = Exit.HLT, f"HLT at eip={engine.eip - 1:#x}"
+                elif code == _EXIT_SHUTDOWN:
+                    self._exits["shutdown"] += 1
+                    exit_kind, reason = Exit.SHUTDOWN, self._shutdown_reason()
+                elif code == _EXIT_UNTIL:
+                    self._exits["until"] += 1
+                    exit_kind, reason = Exit.UNTIL, f"reached eip={until:#x}"
+                elif code == _EXIT_UNIMPLEMENTED:
+                    self._exits["unimplemented"] += 1
+                    exit_kind, reason = Exit.UNIMPLEMENTED, self._unimplemented_reason()
+                elif code == _EXIT_BUDGET:
+                    self._exits["budget"] += 1
+                else:
+                    raise VmError(f"engine returned unknown exit code {code}")
+                if exit_kind is None and self._stop_requested:
+                    exit_kind, reason = Exit.STOPPED, "stop() was called"
+        finally:
+            engine.set_until(None)
+        seconds = time.perf_counter() - start
+        exception = engine.first_exception() if exit_kind is Exit.SHUTDOWN else None
+        return RunResult(exit=exit_kind, exit_code=self._debug_exit_status if exit_kind is Exit.DEBUG_EXIT else None,
+                         instructions=engine.icount - start_icount, seconds=seconds, console=self.console,
+                         reason=reason, exception=exception, eip=engine.eip)
+
+    def _describe_exit(self, code: int) -> str:
+        eip = self._engine.eip
+        if code == _EXIT_IO:
+            port, size, is_in, value = self._engine.io_request()
+            return f"io {'in' if is_in else 'out'} port={port:#x} size={size}" + ("" if is_in else f" value={value:#x}")
+        names = {_EXIT_HLT: "hlt", _EXIT_BUDGET: "budget", _EXIT_SHUTDOWN: "shutdown", _EXIT_UNTIL: "until",
+                 _EXIT_UNIMPLEMENTED: "unimplemented"}
+        return f"{names.get(code, code)} eip={eip:#x} icount={self._engine.icount}"
+
+    def _shutdown_reason(self) -> str:
+        exc = self._engine.first_exception()
+        if exc is None:
+            return "triple fault"
+        vector, err, eip = exc
+        name = EXCEPTION_NAMES.get(vector, f"vector {vector}")
+        where = f"eip={eip:#x}"
+        if eip >= self.memory.size:
+            where += " (outside guest RAM)"
+        code = "" if err is None else f" error code {err:#x}"
+        base, limit = self._engine.idtr_get()
+        idt = " with no IDT (IDTR limit 0)" if limit == 0 else f" (IDT at {base:#x} limit {limit:#x})"
+        return f"triple fault: {name}{code} at {where} could not be delivered{idt}"
+
+    def _unimplemented_reason(self) -> str:
+        eip = self._engine.eip
+        code = self.memory[eip:eip + 15].tobytes() if eip < self.memory.size else b""
+        text = code[:4].hex(" ")
+        try:
+            import capstone
+
+            md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+            insn = next(md.disasm(code, eip), None)
+            if insn is not None:
+                text = f"{insn.mnemonic} {insn.op_str}".strip() + f" ({insn.bytes.hex(' ')})"
+        except ImportError:
+            pass
+        return f"instruction not implemented by the engine yet at eip={eip:#x}: {text}"
+
+    # ---- state --------------------------------------------------------------------------
+    @property
+    def console(self) -> str:
+        return self._console.decode("utf-8", errors="replace")
+
+    @property
+    def stats(self) -> dict:
+        s = self._engine.stats()
+        s.update({f"exits_{k}": v for k, v in self._exits.items()})
+        s.update({f"bus_{k}": v for k, v in self.bus.stats.items()})
+        return s
