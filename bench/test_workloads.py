@@ -4,12 +4,14 @@
     pytest bench/ --workload-size=small      # quicker
 
 extra_info keys (the same for every benchmark): workload, mode, size, guest_instructions,
-guest_mips, native_seconds, slowdown_vs_native, exits, and the engine counters under "stats".
+guest_mips, native_seconds, slowdown_vs_native, exits, and the engine counters under "stats";
+their types and meaning are documented in vmcore/benchkeys.py, and every benchmark here is
+checked against that. `vmcore bench` runs this suite; `vmcore dashboard` draws the stored runs.
 """
 import pytest
 
 import vmcore
-from vmcore import workloads
+from vmcore import benchkeys, workloads
 
 NAMES = list(workloads.WORKLOADS)
 
@@ -51,3 +53,4 @@ def test_vmcore_vs_native(benchmark, name, workload_size):
         "exits": sum(v for k, v in stats.items() if k.startswith("exits_")),
         "stats": stats,
     })
+    assert benchkeys.check(benchmark.extra_info) == []

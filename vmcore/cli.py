@@ -4,12 +4,18 @@
     vmcore run path/to/kernel.elf --cmdline "..." --no-native
     vmcore run sieve -d insn --count 50   # trace instructions (capstone), exits
     vmcore list                      # the workloads and their sizes
+    vmcore bench --quick --compare   # the bench/ suites: table, stored run, regression gate
+    vmcore dashboard -o bench.html   # static HTML page of the stored runs
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
 
 from vmcore import workloads
 from vmcore.errors import VmError
@@ -54,6 +60,25 @@ def _trace_run(m: Machine, count: int | None, timeout: float | None):
     return result
 
 
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@contextlib.contextmanager
+def _status(text: str):
+    """A rich spinner on stderr while something long runs; nothing when stderr is not a terminal."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        yield
+        return
+    with err.status(text):
+        yield
+
+
 def cmd_run(args) -> int:
     target = args.target
     is_workload = target in workloads.WORKLOADS
@@ -76,29 +101,43 @@ def cmd_run(args) -> int:
     if "insn" in trace:
         r = _trace_run(m, args.count, args.timeout)
     else:
-        r = m.run(count=args.count, timeout=args.timeout)
+        with _status(f"running {elf.name} in vmcore"):
+            r = m.run(count=args.count, timeout=args.timeout)
     print("--- guest console ---")
     print(r.console, end="" if r.console.endswith("\n") or not r.console else "\n")
     print("---")
-    print(f"exit:               {r.exit.value} ({r.reason})")
-    print(f"guest instructions: {r.instructions:,}")
-    print(f"vmcore time:        {r.seconds:.3f} s")
-    print(f"guest MIPS:         {r.mips:.1f}")
     status = (r.exit_code >> 1) & 0xFF if r.exit is Exit.DEBUG_EXIT else STATUS[r.exit]
-    if args.stats:
-        for key, value in m.stats.items():
-            print(f"  {key:24s} {value:,}")
+    summary = [("exit", escape(f"{r.exit.value} ({r.reason})")),
+               ("guest instructions", f"{r.instructions:,}"),
+               ("vmcore time", f"{r.seconds:.3f} s"),
+               ("guest MIPS", f"{r.mips:.1f}")]
+    native = same = None
     if is_workload and not args.no_native:
-        native = workloads.run_native(target, size, repeat=args.native_repeat)
+        with _status(f"running {target} natively ({args.native_repeat}x)"):
+            native = workloads.run_native(target, size, repeat=args.native_repeat)
         same = native.output == r.console
-        print(f"native time:        {native.seconds:.3f} s (same source compiled for the host, best of "
-              f"{args.native_repeat})")
-        print(f"output matches:     {'yes' if same else 'NO'}")
+        summary.append(("native time", f"{native.seconds:.3f} s (same source compiled for the host, best of "
+                                       f"{args.native_repeat})"))
+        summary.append(("output matches", "yes" if same else "[bold red]NO[/]"))
         if native.seconds > 0:
-            print(f"slowdown vs native: {r.seconds / native.seconds:.1f}x")
-        if not same:
-            print(f"native output: {native.output!r}", file=sys.stderr)
-            return STATUS_MISMATCH
+            summary.append(("slowdown vs native", f"{r.seconds / native.seconds:.1f}x"))
+    console = _console()
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for key, value in summary:
+        t.add_row(key, value)
+    console.print(t)
+    if args.stats:
+        st = Table(title="engine counters", title_justify="left")
+        st.add_column("counter")
+        st.add_column("value", justify="right")
+        for key, value in m.stats.items():
+            st.add_row(key, f"{value:,}")
+        console.print(st)
+    if native is not None and not same:
+        print(f"native output: {native.output!r}", file=sys.stderr)
+        return STATUS_MISMATCH
     return status
 
 
@@ -106,6 +145,24 @@ def cmd_list(args) -> int:
     for name, w in workloads.WORKLOADS.items():
         sizes = ", ".join(f"{k}={v}" for k, v in w.sizes.items())
         print(f"{name:10s} {w.description}  [{sizes}; {w.memory_mb} MiB]")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from vmcore import bench
+
+    size = args.size or (bench.QUICK_SIZE if args.quick else "bench")
+    return bench.run_suite(size=size, storage=args.storage, compare=args.compare, fail_above=args.fail_above,
+                           bar=args.bar, keyword=args.keyword, verbose=args.verbose)
+
+
+def cmd_dashboard(args) -> int:
+    from vmcore import bench, dashboard
+
+    storage = Path(args.storage) if args.storage else bench.DEFAULT_STORAGE
+    out = Path(args.output) if args.output else storage / "dashboard.html"
+    path = dashboard.write(storage, out, bar=args.bar, fail_above=args.fail_above)
+    print(f"vmcore: wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained)")
     return 0
 
 
@@ -128,6 +185,38 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="list the workloads")
     ls.set_defaults(func=cmd_list)
+
+    from vmcore import bench   # the defaults live there
+
+    b = sub.add_parser("bench", help="run the bench/ suites, store the run and print the table",
+                       description="Runs bench/ through pytest-benchmark (needs '.[test]'), autosaves the run into "
+                                   "the storage and prints workload, mode, guest MIPS, slowdown vs native, bt/bare "
+                                   "and whether VMware's bar holds. Exit status 1 on a failed benchmark or, with "
+                                   "--compare, a regression.")
+    b.add_argument("--quick", action="store_true", help=f"use the {bench.QUICK_SIZE} workload size (seconds, "
+                                                        "not minutes)")
+    b.add_argument("--size", choices=bench.SIZES, default=None, help="workload size (default bench; --quick: "
+                                                                     f"{bench.QUICK_SIZE})")
+    b.add_argument("--compare", nargs="?", const=True, default=False, metavar="RUN",
+                   help="fail if a median regressed against the previous stored run at the same size on this "
+                        "machine, or against run number RUN")
+    b.add_argument("--fail-above", type=int, default=bench.DEFAULT_FAIL_ABOVE, metavar="PCT",
+                   help=f"regression threshold on the median, in percent (default {bench.DEFAULT_FAIL_ABOVE})")
+    b.add_argument("--bar", type=float, default=bench.DEFAULT_BAR,
+                   help=f"VMware's bar: the largest slowdown vs native that passes (default {bench.DEFAULT_BAR})")
+    b.add_argument("--storage", default=None, metavar="DIR",
+                   help=f"pytest-benchmark storage (default {bench.DEFAULT_STORAGE})")
+    b.add_argument("-k", dest="keyword", default=None, metavar="EXPR", help="only the benchmarks pytest -k selects")
+    b.add_argument("-v", "--verbose", action="store_true", help="show pytest's own output instead of a progress bar")
+    b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("dashboard", help="write a static HTML dashboard of the stored benchmark runs")
+    d.add_argument("--storage", default=None, metavar="DIR",
+                   help=f"pytest-benchmark storage (default {bench.DEFAULT_STORAGE})")
+    d.add_argument("-o", "--output", default=None, metavar="FILE", help="the page (default DIR/dashboard.html)")
+    d.add_argument("--bar", type=float, default=bench.DEFAULT_BAR, help="as for bench")
+    d.add_argument("--fail-above", type=int, default=bench.DEFAULT_FAIL_ABOVE, metavar="PCT", help="as for bench")
+    d.set_defaults(func=cmd_dashboard)
     return p
 
 

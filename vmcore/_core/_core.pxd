@@ -24,9 +24,13 @@ cdef enum:
 
 cdef struct Seg:
     uint32_t base
-    uint32_t limit
+    uint32_t limit      # effective limit in bytes (granularity applied)
     uint16_t sel
-    uint16_t attr       # descriptor access byte and flags (bits 8-15 of dword 1, G/D in 14/15)
+    uint16_t attr       # descriptor bits 8-15 of dword 1 (type, S, DPL, P) | AVL, D/B, G << 12
+    # offset check (SDM Vol. 3 §5.3), one compare: an access of 2**k bytes at offset ea is
+    # valid iff (uint64) ea - lo <= span[k]; lo = 2**32 where no offset is valid
+    uint64_t lo[3]
+    uint64_t span[3]
 
 cdef struct TlbEntry:
     uint32_t tag_r      # gla page base when reads hit, else 1 (never page aligned)
@@ -94,7 +98,18 @@ cdef struct Cpu:
     uint32_t gdtr_limit
     uint32_t idtr_base
     uint32_t idtr_limit
+    uint32_t ldtr_base
+    uint32_t ldtr_limit
+    uint16_t ldtr_sel
     uint32_t code32     # CS.D: default operand/address size 32
+    uint32_t ss32       # SS.B: 32-bit stack pointer
+    uint32_t ss_mask    # 0xFFFFFFFF with ss32, else 0xFFFF
+    uint32_t pe         # CR0.PE
+    uint32_t cpl
+    # CPU model knobs (the 80286 and the 80386+ differ here)
+    uint32_t max_insn_len   # longer instructions fault
+    int long_insn_vector    # #UD on the 286, #GP on the 386+
+    uint32_t rm_flags_zero  # EFLAGS bits a real-mode write cannot set (286: IOPL, NT, bit 15)
     # memory
     uint8_t* ram        # hva of gpa 0
     uint32_t ram_size
@@ -116,6 +131,10 @@ cdef struct Cpu:
     uint32_t io_size
     uint32_t io_value
     uint32_t io_is_in
+    uint32_t io_string   # INS pending: the value read goes to ES:(E)DI
+    uint32_t io_a16
+    uint32_t io_rep
+    uint32_t io_next_eip
     uint32_t until_eip
     int until_active
     # counters

@@ -49,7 +49,63 @@ cdef class Engine:
             raise MemoryError("block cache")
         tlb_flush_all(self.c)
         self.c.n_tlb_flushes = 0
+        self.set_cpu_model("i686")
         self.reset_flat32()
+
+    def set_cpu_model(self, str model):
+        """i686 (default), 80386 or 80286: the few behaviours in which they differ."""
+        if model == "80286":
+            self.c.max_insn_len = 10
+            self.c.long_insn_vector = EXC_UD
+            self.c.rm_flags_zero = 0xF000
+        elif model in ("80386", "i686"):
+            self.c.max_insn_len = 15
+            self.c.long_insn_vector = EXC_GP
+            self.c.rm_flags_zero = 0
+        else:
+            raise ValueError(f"unknown CPU model {model!r}")
+        cache_flush(self.c)
+
+    def _reset_common(self):
+        cdef int k
+        for k in range(9):
+            self.c.regs[k] = 0
+        self.c.eflags = FL_FIXED1
+        set_arith_flags(self.c, 0)
+        self.c.cpl = 0
+        self.c.gdtr_base = 0
+        self.c.ldtr_base = 0
+        self.c.ldtr_limit = 0
+        self.c.ldtr_sel = 0
+        self.c.exc_soft = 0
+        self.c.io_string = 0
+
+    def reset_real(self):
+        """The processor's state after RESET (SDM Vol. 3 §9.1.1, Table 9-1): real mode,
+        CS:IP = F000:FFF0 with CS base FFFF0000h, every limit FFFFh."""
+        cdef int k
+        self._reset_common()
+        self.c.regs[R_EDX] = 0x00000611     # the CPUID leaf 1 signature
+        self.c.eip = 0xFFF0
+        for k in range(6):
+            self.c.seg[k].sel = 0
+            self.c.seg[k].base = 0
+            self.c.seg[k].limit = 0xFFFF
+            self.c.seg[k].attr = 0x0093
+            seg_set_limits(&self.c.seg[k])
+        self.c.seg[S_CS].sel = 0xF000
+        self.c.seg[S_CS].base = 0xFFFF0000U
+        self.c.seg[S_CS].attr = 0x009B
+        self.c.code32 = 0
+        self.c.ss32 = 0
+        self.c.ss_mask = 0xFFFF
+        self.c.pe = 0
+        self.c.cr0 = 0x60000010
+        self.c.idtr_base = 0
+        self.c.idtr_limit = 0xFFFF
+        self.c.gdtr_limit = 0xFFFF
+        cache_flush(self.c)
+        tlb_flush_all(self.c)
 
     def __dealloc__(self):
         if self.c != NULL:
@@ -64,21 +120,21 @@ cdef class Engine:
         """Flat 32-bit protected mode, as a multiboot loader leaves the CPU:
         every segment base 0, limit 4 GiB; paging off; EFLAGS = 2; IDTR limit 0."""
         cdef int k
-        for k in range(9):
-            self.c.regs[k] = 0
+        self._reset_common()
         self.c.eip = 0
-        self.c.eflags = FL_FIXED1
-        set_arith_flags(self.c, 0)
         for k in range(6):
             self.c.seg[k].base = 0
             self.c.seg[k].limit = 0xFFFFFFFFU
             self.c.seg[k].sel = 0x10 if k != S_CS else 0x08
             self.c.seg[k].attr = 0xC093 if k != S_CS else 0xC09B
+            seg_set_limits(&self.c.seg[k])
         self.c.code32 = 1
+        self.c.ss32 = 1
+        self.c.ss_mask = 0xFFFFFFFFU
+        self.c.pe = 1
         self.c.cr0 = 0x00000011     # PE, ET
         self.c.idtr_base = 0
         self.c.idtr_limit = 0
-        self.c.gdtr_base = 0
         self.c.gdtr_limit = 0
         cache_flush(self.c)
         tlb_flush_all(self.c)
@@ -118,12 +174,33 @@ cdef class Engine:
         return (s.sel, s.base, s.limit, s.attr)
 
     def seg_set(self, int index, uint32_t sel, uint32_t base, uint32_t limit, uint32_t attr):
+        """Set a segment register and its descriptor cache directly."""
         self.c.seg[index].sel = sel
         self.c.seg[index].base = base
         self.c.seg[index].limit = limit
         self.c.seg[index].attr = attr
+        seg_set_limits(&self.c.seg[index])
         if index == S_CS:
             self.c.code32 = 1 if attr & 0x4000 else 0
+        elif index == S_SS:
+            self.c.ss32 = 1 if attr & 0x4000 else 0
+            self.c.ss_mask = 0xFFFFFFFFU if self.c.ss32 else 0xFFFF
+
+    def seg_load(self, int index, uint32_t sel):
+        """Load a segment register as MOV Sreg would (real mode: base = sel * 16).
+        Returns the exception vector if the load faults, else None."""
+        if index == S_CS:
+            if self.c.pe:
+                raise ValueError("CS is loaded by far transfers in protected mode")
+            seg_load_real(self.c, S_CS, sel)
+            return None
+        if seg_load(self.c, index, sel):
+            return self.c.exc_vector
+        return None
+
+    property real_mode:
+        def __get__(self):
+            return not self.c.pe
 
     def idtr_set(self, uint32_t base, uint32_t limit):
         self.c.idtr_base = base
@@ -138,8 +215,11 @@ cdef class Engine:
         return (self.c.io_port, self.c.io_size, bool(self.c.io_is_in), self.c.io_value)
 
     def io_complete_in(self, uint32_t value):
-        """Deliver the value of a pending IN into AL/AX/EAX."""
+        """Deliver the value of a pending IN into AL/AX/EAX (INS: to ES:(E)DI)."""
         cdef int sz = 0 if self.c.io_size == 1 else (1 if self.c.io_size == 2 else 2)
+        if self.c.io_string:
+            ins_complete(self.c, value)
+            return
         setr_sz(self.c, R_EAX, sz, value)
 
     def first_exception(self):
@@ -181,3 +261,4 @@ cdef class Engine:
             "cache_flushes": c.n_cache_flushes,
             "exceptions": c.n_exceptions,
         }
+

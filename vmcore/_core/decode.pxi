@@ -95,12 +95,12 @@ cdef struct Fetcher:
     uint32_t cs_base
     uint32_t start_eip
     uint32_t pos        # bytes consumed
-    int bad             # ran over 15 bytes
+    int bad             # ran over the model's instruction length limit
 
 cdef inline uint32_t next_u8(Cpu* c, Fetcher* f) noexcept nogil:
     cdef uint32_t v = <uint32_t>fetch8(c, f.cs_base + f.start_eip + f.pos)
     f.pos += 1
-    if f.pos > 15:
+    if f.pos > c.max_insn_len:
         f.bad = 1
     return v
 
@@ -189,6 +189,7 @@ cdef int decode_insn(Cpu* c, uint32_t cs_base, uint32_t eip, Insn* i) noexcept n
     cdef bint a16 = not c.code32
     cdef int seg_override = -1
     cdef int rep = 0
+    cdef bint lock = False
     cdef int kind, sz, vs
     f.cs_base = cs_base
     f.start_eip = eip
@@ -216,7 +217,7 @@ cdef int decode_insn(Cpu* c, uint32_t cs_base, uint32_t eip, Insn* i) noexcept n
         elif b == 0xF2:
             rep = IF_REPNE
         elif b == 0xF0:
-            pass        # LOCK: a single-CPU engine is atomic anyway
+            lock = True     # a single CPU is atomic anyway; only validity is checked
         elif b == 0x26:
             seg_override = S_ES
         elif b == 0x2E:
@@ -274,20 +275,50 @@ cdef int decode_insn(Cpu* c, uint32_t cs_base, uint32_t eip, Insn* i) noexcept n
         i.imm = imm_of_size(c, &f, 0 if op == 0xF6 else vs)
     i.len = f.pos
     i.next_eip = eip + f.pos
-    if o16:
-        i.next_eip &= 0xFFFF if not c.code32 else 0xFFFFFFFFU
+    if not c.code32:
+        i.next_eip &= 0xFFFF
     if kind == IMM_REL8 or kind == IMM_RELZ:
         i.disp = i.next_eip + i.disp
         if o16:
             i.disp &= 0xFFFF
     if f.bad:
-        # longer than 15 bytes: #GP(0) (SDM Vol. 2 §2.3.11)
-        i.fn = h_GP0
+        # too long: #GP(0) on the 386 and later (SDM Vol. 2 §2.3.11), #UD on the 286
+        i.len = c.max_insn_len
+        i.next_eip = eip + i.len
+        i.fn = h_LONG_INSN
+        return 1
+    if lock and not lockable(op, modrm, (i.flags & IF_MEM) != 0):
+        i.fn = h_UD         # LOCK on anything but a read-modify-write of memory (SDM Vol. 2 LOCK)
         return 1
     return select_handler(c, i, op, modrm, vs)
 
-cdef int h_GP0(Cpu* c, Insn* i) noexcept nogil:
-    return fault_err(c, EXC_GP, 0)
+cdef bint lockable(uint32_t op, uint32_t modrm, bint mem) noexcept nogil:
+    """The instructions LOCK may prefix, with a memory destination (SDM Vol. 2 "LOCK")."""
+    cdef uint32_t reg = (modrm >> 3) & 7
+    if not mem:
+        return False
+    if op < 0x40 and (op & 7) < 2 and (op >> 3) != 7:
+        return True                         # ADD OR ADC SBB AND SUB XOR Ev,Gv / Eb,Gb
+    if 0x80 <= op <= 0x83:
+        return reg != 7                     # group 1 except CMP
+    if op == 0x86 or op == 0x87:
+        return True                         # XCHG
+    if op == 0xF6 or op == 0xF7:
+        return reg == 2 or reg == 3         # NOT, NEG
+    if op == 0xFE or op == 0xFF:
+        return reg < 2                      # INC, DEC
+    if op == 0x1AB or op == 0x1B3 or op == 0x1BB or op == 0x1C0 or op == 0x1C1 or op == 0x1B0 or op == 0x1B1:
+        return True                         # BTS BTR BTC XADD CMPXCHG
+    if op == 0x1BA:
+        return reg >= 5
+    if op == 0x1C7:
+        return reg == 1                     # CMPXCHG8B
+    return False
+
+cdef int h_LONG_INSN(Cpu* c, Insn* i) noexcept nogil:
+    if c.long_insn_vector == EXC_GP:
+        return fault_err(c, EXC_GP, 0)
+    return fault(c, c.long_insn_vector)
 
 cdef inline int form(Insn* i) noexcept nogil:
     """0 for a memory operand, 1 for a register (generated tables' last index)."""
@@ -539,17 +570,71 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
         if reg == 6:
             i.fn = h_PUSH_E
             return 0
-        if reg == 7:
+        return 1
+    if op == 0x07 or op == 0x17 or op == 0x1F:
+        i.op = op >> 3
+        i.fn = h_POP_SEG
+        return 1
+    if op == 0x8E:
+        if reg == S_CS or reg > 5:
             return 1
-        i.fn = h_UNIMPLEMENTED      # far CALL/JMP through memory
+        i.fn = h_MOV_SEG_E
+        return 1
+    if op == 0xC4 or op == 0xC5:
+        if not mem:
+            return 1
+        i.op = S_ES if op == 0xC4 else S_DS
+        i.fn = h_LxS
+        return 1
+    if op == 0xEA or op == 0x9A:
+        i.op = 1 if op == 0x9A else 0
+        i.fn = h_FAR_ptr
+        return 1
+    if op == 0xFF and (reg == 3 or reg == 5):
+        if not mem:
+            return 1
+        i.op = 1 if reg == 3 else 0
+        i.fn = h_FAR_mem
+        return 1
+    if op == 0xCA or op == 0xCB:
+        i.fn = h_RETF
+        return 1
+    if op == 0xCF:
+        i.fn = h_IRET
+        return 1
+    if op == 0x62:
+        if not mem:
+            return 1
+        i.fn = h_BOUND
+        return 0
+    if op == 0x6C or op == 0x6D:
+        i.imm2 = 0 if op == 0x6C else vs
+        i.fn = h_INS
+        return 1
+    if op == 0x6E or op == 0x6F:
+        i.imm2 = 0 if op == 0x6E else vs
+        i.fn = h_OUTS
+        return 1
+    if op == 0xD6:
+        i.fn = h_SALC
+        return 0
+    if 0xD8 <= op <= 0xDF:
+        i.fn = h_ESC
+        return 0
+    if op == 0x9B:
+        i.fn = h_WAIT
+        return 0
+    if op == 0x63:
+        if not c.pe:
+            return 1                    # ARPL is #UD in real mode
+        i.fn = h_UNIMPLEMENTED
         return 1
     if op >= 0x100:
         return select_0f(c, i, op & 0xFF, reg, fm, vs)
     # valid one-byte opcodes whose semantics belong to the system architecture
     # (segment loads, far transfers, IRET, string I/O, x87, BOUND, ARPL, LES/LDS)
-    if op in (0x07, 0x17, 0x1F, 0x62, 0x63, 0x6C, 0x6D, 0x6E, 0x6F, 0x8E, 0x9A, 0x9B, 0xC4, 0xC5,
-              0xCA, 0xCB, 0xCF, 0xEA, 0xF1) or 0xD8 <= op <= 0xDF:
-        i.fn = h_UNIMPLEMENTED
+    if op == 0xF1:
+        i.fn = h_UNIMPLEMENTED      # ICEBP
     return 1
 
 cdef int select_0f(Cpu* c, Insn* i, uint32_t op, uint32_t reg, int fm, int vs) noexcept nogil:
@@ -572,6 +657,16 @@ cdef int select_0f(Cpu* c, Insn* i, uint32_t op, uint32_t reg, int fm, int vs) n
         i.op = S_FS if op == 0xA0 else S_GS
         i.fn = h_PUSH_SEG
         return 0
+    if op == 0xA1 or op == 0xA9:
+        i.op = S_FS if op == 0xA1 else S_GS
+        i.fn = h_POP_SEG
+        return 1
+    if op == 0xB2 or op == 0xB4 or op == 0xB5:
+        if not mem:
+            return 1
+        i.op = S_SS if op == 0xB2 else (S_FS if op == 0xB4 else S_GS)
+        i.fn = h_LxS
+        return 1
     if op == 0xA2:
         i.fn = h_CPUID
         return 0
@@ -624,7 +719,6 @@ cdef int select_0f(Cpu* c, Insn* i, uint32_t op, uint32_t reg, int fm, int vs) n
         return 0
     # system instructions of the 0F map (descriptor tables, control and debug
     # registers, MSRs, SYSENTER, far segment loads, CLTS, INVD/WBINVD, push/pop FS/GS)
-    if op in (0x00, 0x01, 0x02, 0x03, 0x06, 0x08, 0x09, 0x20, 0x21, 0x22, 0x23, 0x30, 0x32, 0x34, 0x35,
-              0xA1, 0xA9, 0xB2, 0xB4, 0xB5):
+    if op in (0x00, 0x01, 0x02, 0x03, 0x06, 0x08, 0x09, 0x20, 0x21, 0x22, 0x23, 0x30, 0x32, 0x34, 0x35):
         i.fn = h_UNIMPLEMENTED
     return 1

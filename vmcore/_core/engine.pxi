@@ -7,7 +7,8 @@ cdef inline uint32_t hash_eip(uint32_t eip) noexcept nogil:
     return (eip ^ (eip >> HASH_BITS)) & (HASH_SIZE - 1)
 
 cdef inline uint32_t mode_key(Cpu* c) noexcept nogil:
-    return c.code32
+    """What decoding depends on besides the bytes: code and stack size, protection."""
+    return c.code32 | (c.ss32 << 1) | (c.pe << 2) | (((c.eflags >> 17) & 1) << 3)
 
 cdef void cache_flush(Cpu* c) noexcept nogil:
     """Forget every block (arena full, or a global change such as a mode switch)."""

@@ -20,11 +20,33 @@ cdef int gate_fault(Cpu* c, int vector, int ext, uint32_t idt_fault) noexcept no
     c.exc_err = idt_fault
     return RC_FAULT
 
+cdef int deliver_real(Cpu* c, int vector) noexcept nogil:
+    """Real mode: through the interrupt vector table, FLAGS, CS, IP pushed, no error
+    code (SDM Vol. 3 §20.1.4)."""
+    cdef uint32_t ip, cs
+    cdef uint32_t old_esp = c.regs[R_ESP]
+    if <uint32_t>vector * 4 + 3 > c.idtr_limit:
+        return gate_fault(c, EXC_GP, 0, 0)
+    if rd16(c, c.idtr_base + vector * 4, &ip) or rd16(c, c.idtr_base + vector * 4 + 2, &cs):
+        return RC_FAULT
+    if push(c, 1, get_eflags(c)) or push(c, 1, c.seg[S_CS].sel) or push(c, 1, c.eip):
+        c.regs[R_ESP] = old_esp
+        return RC_FAULT
+    c.eflags &= ~<uint32_t>(FL_IF | FL_TF | FL_AC)
+    seg_load_real(c, S_CS, cs)
+    c.eip = ip
+    return 0
+
 cdef int deliver_once(Cpu* c, int vector, bint has_err, uint32_t err, bint soft) noexcept nogil:
     """Push the frame and enter the handler; RC_FAULT with a new exception if that fails."""
     cdef uint32_t lo, hi, typ, sel, offset, eflags
     cdef uint32_t ext = 0 if soft else 1
     cdef uint32_t old_esp = c.regs[R_ESP]
+    if not c.pe:
+        return deliver_real(c, vector)
+    if c.eflags & FL_VM:
+        c.exit_reason = EXIT_UNIMPLEMENTED      # virtual-8086 interrupts: system architecture
+        return RC_EXIT_BEFORE
     if <uint32_t>vector * 8 + 7 > c.idtr_limit:
         return gate_fault(c, EXC_GP, ext, vector * 8 + 2 + ext)
     if rd32(c, c.idtr_base + vector * 8, &lo) or rd32(c, c.idtr_base + vector * 8 + 4, &hi):
@@ -47,7 +69,7 @@ cdef int deliver_once(Cpu* c, int vector, bint has_err, uint32_t err, bint soft)
     c.eflags &= ~<uint32_t>(FL_TF | FL_NT | FL_RF | FL_VM)
     if typ == 0x0E:
         c.eflags &= ~<uint32_t>FL_IF
-    c.seg[S_CS].sel = sel
+    c.seg[S_CS].sel = (sel & 0xFFFC) | c.cpl
     c.eip = offset
     return 0
 
@@ -57,7 +79,7 @@ cdef int deliver_exception(Cpu* c) noexcept nogil:
     cdef bint has_err = c.exc_has_err
     cdef uint32_t err = c.exc_err
     cdef bint soft = c.exc_soft
-    cdef int new_vector, first_class, new_class
+    cdef int new_vector, first_class, new_class, rc
     c.exc_soft = 0
     c.n_exceptions += 1
     c.first_exc_vector = vector
@@ -66,9 +88,14 @@ cdef int deliver_exception(Cpu* c) noexcept nogil:
     c.first_exc_eip = c.eip
     if not soft and not has_err and pushes_error_code(vector):
         has_err = 1
+    if not c.pe:
+        has_err = 0
     while True:
-        if deliver_once(c, vector, has_err, err, soft) == 0:
+        rc = deliver_once(c, vector, has_err, err, soft)
+        if rc == 0:
             return 0
+        if rc == RC_EXIT_BEFORE:
+            return 1
         soft = 0
         new_vector = c.exc_vector
         if vector == EXC_DF:
@@ -85,3 +112,5 @@ cdef int deliver_exception(Cpu* c) noexcept nogil:
             vector = new_vector
             has_err = c.exc_has_err or pushes_error_code(new_vector)
             err = c.exc_err
+        if not c.pe:
+            has_err = 0

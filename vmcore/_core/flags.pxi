@@ -89,6 +89,8 @@ cdef inline void set_arith_flags(Cpu* c, uint32_t f) noexcept nogil:
 cdef inline void set_eflags(Cpu* c, uint32_t v, uint32_t writable) noexcept nogil:
     """Writes the bits of v selected by writable (POPF, IRET, SAHF...)."""
     cdef uint32_t f = compute_flags(c)
+    if not c.pe:
+        writable &= ~c.rm_flags_zero
     f = (f & ~writable) | (v & writable)
     c.eflags = (c.eflags & ~writable & ~<uint32_t>FL_ARITH) | (v & writable & ~<uint32_t>FL_ARITH) | FL_FIXED1
     set_arith_flags(c, f)

@@ -17,9 +17,17 @@ UNARY = ["INC", "DEC", "NOT", "NEG"]
 HDR = "cdef int {name}(Cpu* c, Insn* i) noexcept nogil:\n"
 
 
+SZI = {"8": 0, "16": 1, "32": 2}
+
+
+def mem_addr(sz):
+    """Segment-checked linear address of the memory operand into `la`."""
+    return f"    cdef uint32_t la\n    if seg_addr(c, i, {SZI[sz]}, &la):\n        return RC_FAULT\n"
+
+
 def load_e(form, sz, dst="a"):
     if form == "m":
-        return (f"    cdef uint32_t la = gla_of(c, i)\n    cdef uint32_t {dst}\n    cdef CcSave saved\n"
+        return (mem_addr(sz) + f"    cdef uint32_t {dst}\n    cdef CcSave saved\n"
                 f"    if rd{sz}(c, la, &{dst}):\n        return RC_FAULT\n    save_cc(c, &saved)\n")
     return f"    cdef uint32_t {dst} = getr{sz}(c, i.rm)\n"
 
@@ -130,7 +138,7 @@ def gen_cond(out, tables):
             h = f"h_SET{name}_Eb_{form}"
             body = f"    cdef uint32_t r = cond_true(c, {cc})\n"
             if form == "m":
-                body += "    return wr8(c, gla_of(c, i), r)\n"
+                body += mem_addr("8") + "    return wr8(c, la, r)\n"
             else:
                 body += "    setr8(c, i.rm, r)\n    return RC_NEXT\n"
             out.append(HDR.format(name=h) + body)
@@ -161,7 +169,7 @@ def gen_mov(out, tables):
         for form in ("m", "r"):
             h = f"h_MOV_E{s}G{s}_{form}"
             out.append(HDR.format(name=h)
-                       + (f"    return wr{bits}(c, gla_of(c, i), getr{bits}(c, i.reg))\n" if form == "m"
+                       + (mem_addr(bits) + f"    return wr{bits}(c, la, getr{bits}(c, i.reg))\n" if form == "m"
                           else f"    setr{bits}(c, i.rm, getr{bits}(c, i.reg))\n    return RC_NEXT\n"))
             row.append(h)
         eg.append(row)
@@ -176,7 +184,7 @@ def gen_mov(out, tables):
         for form in ("m", "r"):
             h = f"h_MOV_E{s}I{s}_{form}"
             out.append(HDR.format(name=h)
-                       + (f"    return wr{bits}(c, gla_of(c, i), i.imm)\n" if form == "m"
+                       + (mem_addr(bits) + f"    return wr{bits}(c, la, i.imm)\n" if form == "m"
                           else f"    setr{bits}(c, i.rm, i.imm)\n    return RC_NEXT\n"))
             row.append(h)
         ei.append(row)

@@ -43,8 +43,44 @@ cdef inline uint32_t ea_of(Cpu* c, Insn* i) noexcept nogil:
         ea &= 0xFFFF
     return ea
 
-cdef inline uint32_t gla_of(Cpu* c, Insn* i) noexcept nogil:
-    return c.seg[i.seg].base + ea_of(c, i)
+cdef inline int seg_fault(Cpu* c, int seg) noexcept nogil:
+    """A segment-limit violation: #SS(0) through SS, #GP(0) otherwise (SDM Vol. 3 §6.15)."""
+    c.exc_vector = EXC_SS if seg == S_SS else EXC_GP
+    c.exc_has_err = 1
+    c.exc_err = 0
+    return RC_FAULT
+
+cdef inline int seg_off(Cpu* c, int seg, uint32_t ea, int sz, uint32_t* la) noexcept nogil:
+    """Linear address of 2**sz bytes at offset ea in segment seg, or a fault."""
+    cdef Seg* s = &c.seg[seg]
+    if <uint64_t>ea - s.lo[sz] > s.span[sz]:
+        return seg_fault(c, seg)
+    la[0] = s.base + ea
+    return 0
+
+cdef inline int seg_addr(Cpu* c, Insn* i, int sz, uint32_t* la) noexcept nogil:
+    """Linear address of the instruction's memory operand (2**sz bytes), or a fault."""
+    return seg_off(c, i.seg, ea_of(c, i), sz, la)
+
+cdef void seg_set_limits(Seg* s) noexcept nogil:
+    """Recompute the offset check from limit and type. Valid offsets are [0, limit], or
+    (limit, 64 KiB - 1 or 4 GiB - 1 by the B bit] for expand-down data (SDM Vol. 3 §3.4.5.1)."""
+    cdef bint down = (s.attr & 0x18) == 0x10 and (s.attr & 0x04) != 0
+    cdef uint64_t first = 0
+    cdef uint64_t last = s.limit
+    cdef uint64_t n
+    cdef int k
+    if down:
+        first = <uint64_t>s.limit + 1
+        last = 0xFFFFFFFFU if s.attr & 0x4000 else 0xFFFF
+    for k in range(3):
+        n = (1 << k) - 1
+        if last < first + n:
+            s.lo[k] = 0x100000000ULL
+            s.span[k] = 0
+        else:
+            s.lo[k] = first
+            s.span[k] = last - n - first
 
 # ALU cores. op: 0 ADD 1 OR 2 ADC 3 SBB 4 AND 5 SUB 6 XOR 7 CMP (ModRM.reg order).
 cdef inline uint32_t alu(Cpu* c, int op, int sz, uint32_t a, uint32_t b) noexcept nogil:
@@ -99,6 +135,7 @@ cdef inline void set_res_flags(Cpu* c, int sz, uint32_t res, uint32_t cf_of_af) 
     c.cc_op = CC_RES * 4 + sz
     c.cc_res = res
     c.cc_aux = cf_of_af
+
 
 cdef struct CcSave:
     uint32_t op, res, src1, src2, aux

@@ -8,7 +8,8 @@ cdef inline int opsz(Insn* i) noexcept nogil:
 
 cdef inline int load_E(Cpu* c, Insn* i, int sz, uint32_t* v, uint32_t* la) noexcept nogil:
     if i.flags & IF_MEM:
-        la[0] = gla_of(c, i)
+        if seg_addr(c, i, sz, la):
+            return RC_FAULT
         return rd_sz(c, la[0], sz, v)
     v[0] = getr_sz(c, i.rm, sz)
     return 0
@@ -387,17 +388,20 @@ cdef int h_CMPXCHG(Cpu* c, Insn* i) noexcept nogil:
 
 cdef int h_CMPXCHG8B(Cpu* c, Insn* i) noexcept nogil:
     """0F C7 /1 m64."""
-    cdef uint32_t la = gla_of(c, i)
+    cdef uint32_t ea = ea_of(c, i)
+    cdef uint32_t la, la_hi
     cdef uint32_t lo, hi
     cdef uint32_t f = compute_flags(c)
-    if rd32(c, la, &lo) or rd32(c, la + 4, &hi):
+    if seg_off(c, i.seg, ea, 2, &la) or seg_off(c, i.seg, ea + 4, 2, &la_hi):
+        return RC_FAULT
+    if rd32(c, la, &lo) or rd32(c, la_hi, &hi):
         return RC_FAULT
     if lo == c.regs[R_EAX] and hi == c.regs[R_EDX]:
-        if wr32(c, la, c.regs[R_EBX]) or wr32(c, la + 4, c.regs[R_ECX]):
+        if wr32(c, la, c.regs[R_EBX]) or wr32(c, la_hi, c.regs[R_ECX]):
             return RC_FAULT
         set_arith_flags(c, f | FL_ZF)
     else:
-        if wr32(c, la, lo) or wr32(c, la + 4, hi):
+        if wr32(c, la, lo) or wr32(c, la_hi, hi):
             return RC_FAULT
         c.regs[R_EAX] = lo
         c.regs[R_EDX] = hi
@@ -427,7 +431,8 @@ cdef int h_BT(Cpu* c, Insn* i) noexcept nogil:
         off = getr_sz(c, i.reg, sz)
         if i.flags & IF_MEM:
             soff = <int32_t>sext(off, sz)
-            la = gla_of(c, i) + <uint32_t>((soff >> (3 + sz)) * (<int32_t>bits >> 3))
+            if seg_off(c, i.seg, ea_of(c, i) + <uint32_t>((soff >> (3 + sz)) * (<int32_t>bits >> 3)), sz, &la):
+                return RC_FAULT
             if rd_sz(c, la, sz, &v):
                 return RC_FAULT
             off = <uint32_t>soff & (bits - 1)

@@ -24,10 +24,8 @@ cdef int h_CALL_rel(Cpu* c, Insn* i) noexcept nogil:
     return RC_BRANCH
 
 cdef int h_CALL_rel32(Cpu* c, Insn* i) noexcept nogil:
-    cdef uint32_t esp = c.regs[R_ESP] - 4
-    if wr32(c, c.seg[S_SS].base + esp, i.next_eip):
+    if push(c, 2, i.next_eip):
         return RC_FAULT
-    c.regs[R_ESP] = esp
     c.eip = i.disp
     return RC_BRANCH
 
@@ -38,15 +36,15 @@ cdef int h_RET(Cpu* c, Insn* i) noexcept nogil:
     if pop(c, sz, &v):
         return RC_FAULT
     pop_commit(c, sz)
-    c.regs[R_ESP] += i.imm
+    c.regs[R_ESP] = (c.regs[R_ESP] & ~c.ss_mask) | ((c.regs[R_ESP] + i.imm) & c.ss_mask)
     c.eip = v & 0xFFFF if sz == 1 else v
     return RC_BRANCH
 
 cdef int h_RET32(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t v
-    if rd32(c, c.seg[S_SS].base + c.regs[R_ESP], &v):
+    if pop(c, 2, &v):
         return RC_FAULT
-    c.regs[R_ESP] += 4
+    pop_commit(c, 2)
     c.eip = v
     return RC_BRANCH
 
@@ -56,7 +54,7 @@ cdef int h_JMP_E(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t v, la = 0
     if load_E(c, i, sz, &v, &la):
         return RC_FAULT
-    c.eip = v
+    c.eip = v & 0xFFFF if sz == 1 else v
     return RC_BRANCH
 
 cdef int h_CALL_E(Cpu* c, Insn* i) noexcept nogil:
@@ -67,7 +65,7 @@ cdef int h_CALL_E(Cpu* c, Insn* i) noexcept nogil:
         return RC_FAULT
     if push(c, sz, i.next_eip):
         return RC_FAULT
-    c.eip = v
+    c.eip = v & 0xFFFF if sz == 1 else v
     return RC_BRANCH
 
 cdef int h_LOOP(Cpu* c, Insn* i) noexcept nogil:

@@ -2,27 +2,33 @@
 # register transfers, segment registers.
 # The stack is addressed through SS with a 32-bit ESP (flat protected mode).
 
-cdef inline int push(Cpu* c, int sz, uint32_t v) noexcept nogil:
-    """Push a 16- (sz 1) or 32-bit (sz 2) value; ESP changes only if the write succeeds."""
-    cdef uint32_t esp = c.regs[R_ESP] - (2 if sz == 1 else 4)
-    cdef int rc
-    if sz == 1:
-        rc = wr16(c, c.seg[S_SS].base + esp, v)
-    else:
-        rc = wr32(c, c.seg[S_SS].base + esp, v)
-    if rc:
+cdef inline int stack_read(Cpu* c, uint32_t off, int sz, uint32_t* v) noexcept nogil:
+    """Read 2**sz bytes at SS:off (off already wrapped to the stack size)."""
+    cdef uint32_t la
+    if seg_off(c, S_SS, off & c.ss_mask, sz, &la):
         return RC_FAULT
-    c.regs[R_ESP] = esp
+    return rd_sz(c, la, sz, v)
+
+cdef inline int push(Cpu* c, int sz, uint32_t v) noexcept nogil:
+    """Push a 16- (sz 1) or 32-bit (sz 2) value; ESP (SP with a 16-bit stack) changes only
+    if the write succeeds."""
+    cdef uint32_t esp = c.regs[R_ESP]
+    cdef uint32_t off = (esp - (2 if sz == 1 else 4)) & c.ss_mask
+    cdef uint32_t la
+    if seg_off(c, S_SS, off, sz, &la):
+        return RC_FAULT
+    if wr_sz(c, la, sz, v):
+        return RC_FAULT
+    c.regs[R_ESP] = (esp & ~c.ss_mask) | off
     return 0
 
 cdef inline int pop(Cpu* c, int sz, uint32_t* v) noexcept nogil:
     """Read the top of the stack; the caller commits ESP with pop_commit()."""
-    if sz == 1:
-        return rd16(c, c.seg[S_SS].base + c.regs[R_ESP], v)
-    return rd32(c, c.seg[S_SS].base + c.regs[R_ESP], v)
+    return stack_read(c, c.regs[R_ESP], sz, v)
 
 cdef inline void pop_commit(Cpu* c, int sz) noexcept nogil:
-    c.regs[R_ESP] += 2 if sz == 1 else 4
+    cdef uint32_t esp = c.regs[R_ESP]
+    c.regs[R_ESP] = (esp & ~c.ss_mask) | ((esp + (2 if sz == 1 else 4)) & c.ss_mask)
 
 cdef int h_PUSH_r32(Cpu* c, Insn* i) noexcept nogil:
     """50+r."""
@@ -31,9 +37,9 @@ cdef int h_PUSH_r32(Cpu* c, Insn* i) noexcept nogil:
 cdef int h_POP_r32(Cpu* c, Insn* i) noexcept nogil:
     """58+r. POP ESP loads the value read, after the increment (SDM POP)."""
     cdef uint32_t v
-    if rd32(c, c.seg[S_SS].base + c.regs[R_ESP], &v):
+    if pop(c, 2, &v):
         return RC_FAULT
-    c.regs[R_ESP] += 4
+    pop_commit(c, 2)
     c.regs[i.reg] = v
     return RC_NEXT
 
@@ -63,12 +69,15 @@ cdef int h_PUSH_E(Cpu* c, Insn* i) noexcept nogil:
 cdef int h_POP_E(Cpu* c, Insn* i) noexcept nogil:
     """8F /0. A memory destination using ESP is computed after the pop (SDM POP)."""
     cdef int sz = opsz(i)
-    cdef uint32_t v
+    cdef uint32_t v, la = 0
     cdef uint32_t old_esp = c.regs[R_ESP]
     if pop(c, sz, &v):
         return RC_FAULT
     pop_commit(c, sz)
-    if store_E(c, i, sz, v, gla_of(c, i) if i.flags & IF_MEM else 0):
+    if (i.flags & IF_MEM) and seg_addr(c, i, sz, &la):
+        c.regs[R_ESP] = old_esp
+        return RC_FAULT
+    if store_E(c, i, sz, v, la):
         c.regs[R_ESP] = old_esp
         return RC_FAULT
     return RC_NEXT
@@ -92,15 +101,15 @@ cdef int h_POPA(Cpu* c, Insn* i) noexcept nogil:
     cdef int sz = opsz(i)
     cdef uint32_t vals[8]
     cdef uint32_t step = 2 if sz == 1 else 4
-    cdef uint32_t base = c.seg[S_SS].base + c.regs[R_ESP]
+    cdef uint32_t esp = c.regs[R_ESP]
     cdef int k
     for k in range(8):
-        if rd_sz(c, base + step * (7 - k), sz, &vals[k]):
+        if stack_read(c, esp + step * (7 - k), sz, &vals[k]):
             return RC_FAULT
     for k in range(8):
         if k != R_ESP:
             setr_sz(c, k, sz, vals[k])
-    c.regs[R_ESP] += 8 * step
+    c.regs[R_ESP] = (esp & ~c.ss_mask) | ((esp + 8 * step) & c.ss_mask)
     return RC_NEXT
 
 cdef int h_PUSHF(Cpu* c, Insn* i) noexcept nogil:
@@ -179,17 +188,25 @@ cdef int h_MOV_r32_I(Cpu* c, Insn* i) noexcept nogil:
 
 cdef int h_MOV_d_load(Cpu* c, Insn* i) noexcept nogil:
     """8B /r, memory source, 32-bit, 32-bit address: the most frequent instruction."""
-    return rd32(c, c.seg[i.seg].base + c.regs[i.rm] + (c.regs[i.index] << i.scale) + i.disp, &c.regs[i.reg])
+    cdef uint32_t la
+    if seg_off(c, i.seg, c.regs[i.rm] + (c.regs[i.index] << i.scale) + i.disp, 2, &la):
+        return RC_FAULT
+    return rd32(c, la, &c.regs[i.reg])
 
 cdef int h_MOV_d_store(Cpu* c, Insn* i) noexcept nogil:
     """89 /r, memory destination, 32-bit, 32-bit address."""
-    return wr32(c, c.seg[i.seg].base + c.regs[i.rm] + (c.regs[i.index] << i.scale) + i.disp, c.regs[i.reg])
+    cdef uint32_t la
+    if seg_off(c, i.seg, c.regs[i.rm] + (c.regs[i.index] << i.scale) + i.disp, 2, &la):
+        return RC_FAULT
+    return wr32(c, la, c.regs[i.reg])
 
 cdef int h_MOV_moffs(Cpu* c, Insn* i) noexcept nogil:
     """A0-A3: op bit 1 = store; size index in i.imm2. Offset in disp."""
     cdef int sz = i.imm2
-    cdef uint32_t la = c.seg[i.seg].base + i.disp
+    cdef uint32_t la
     cdef uint32_t v
+    if seg_off(c, i.seg, i.disp, sz, &la):
+        return RC_FAULT
     if i.op & 2:
         return wr_sz(c, la, sz, getr_sz(c, R_EAX, sz))
     if rd_sz(c, la, sz, &v):
@@ -213,9 +230,10 @@ cdef int h_XLAT(Cpu* c, Insn* i) noexcept nogil:
     """D7: AL = [seg:EBX + AL]."""
     cdef uint32_t ea = c.regs[R_EBX] + (c.regs[R_EAX] & 0xFF)
     cdef uint32_t v
+    cdef uint32_t la
     if i.flags & IF_A16:
         ea &= 0xFFFF
-    if rd8(c, c.seg[i.seg].base + ea, &v):
+    if seg_off(c, i.seg, ea, 0, &la) or rd8(c, la, &v):
         return RC_FAULT
     setr8(c, R_EAX, v)
     return RC_NEXT
@@ -235,7 +253,7 @@ cdef int h_ENTER(Cpu* c, Insn* i) noexcept nogil:
         ebp = old_ebp
         for k in range(1, level):
             ebp -= step
-            if rd_sz(c, c.seg[S_SS].base + ebp, sz, &v) or push(c, sz, v):
+            if stack_read(c, ebp, sz, &v) or push(c, sz, v):
                 c.regs[R_ESP] = old_esp
                 return RC_FAULT
         if push(c, sz, frame):
@@ -245,16 +263,17 @@ cdef int h_ENTER(Cpu* c, Insn* i) noexcept nogil:
         setr16(c, R_EBP, frame)
     else:
         c.regs[R_EBP] = frame
-    c.regs[R_ESP] -= i.imm
+    c.regs[R_ESP] = (frame & ~c.ss_mask) | ((frame - i.imm) & c.ss_mask)
     return RC_NEXT
 
 cdef int h_LEAVE(Cpu* c, Insn* i) noexcept nogil:
     """C9: ESP = EBP; pop EBP."""
     cdef int sz = opsz(i)
     cdef uint32_t v
-    if rd_sz(c, c.seg[S_SS].base + c.regs[R_EBP], sz, &v):
+    cdef uint32_t ebp = c.regs[R_EBP]
+    if stack_read(c, ebp, sz, &v):
         return RC_FAULT
-    c.regs[R_ESP] = c.regs[R_EBP] + (2 if sz == 1 else 4)
+    c.regs[R_ESP] = (c.regs[R_ESP] & ~c.ss_mask) | ((ebp + (2 if sz == 1 else 4)) & c.ss_mask)
     setr_sz(c, R_EBP, sz, v)
     return RC_NEXT
 
@@ -264,8 +283,11 @@ cdef int h_PUSH_SEG(Cpu* c, Insn* i) noexcept nogil:
 
 cdef int h_MOV_E_SEG(Cpu* c, Insn* i) noexcept nogil:
     """8C: a register destination gets the selector zero-extended (32-bit operand)."""
+    cdef uint32_t la
     if i.flags & IF_MEM:
-        return wr16(c, gla_of(c, i), c.seg[i.reg].sel)
+        if seg_addr(c, i, 1, &la):
+            return RC_FAULT
+        return wr16(c, la, c.seg[i.reg].sel)
     setr_sz(c, i.rm, opsz(i), c.seg[i.reg].sel)
     return RC_NEXT
 

@@ -16,39 +16,37 @@ cdef int h_STRING(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t amask = str_mask(i)
     cdef int32_t delta = (1 << sz) * (-1 if c.eflags & FL_DF else 1)
     cdef bint rep = (i.flags & (IF_REP | IF_REPNE)) != 0
-    cdef uint32_t a, b
-    cdef uint32_t src_base = c.seg[i.seg].base
-    cdef uint32_t es_base = c.seg[S_ES].base
+    cdef uint32_t a, b, src, dst
     cdef int op = i.op
     while True:
         if rep and (c.regs[R_ECX] & amask) == 0:
             break
         if op == 0:
-            if rd_sz(c, src_base + (c.regs[R_ESI] & amask), sz, &a):
+            if seg_off(c, i.seg, c.regs[R_ESI] & amask, sz, &src) or rd_sz(c, src, sz, &a):
                 return RC_FAULT
-            if wr_sz(c, es_base + (c.regs[R_EDI] & amask), sz, a):
+            if seg_off(c, S_ES, c.regs[R_EDI] & amask, sz, &dst) or wr_sz(c, dst, sz, a):
                 return RC_FAULT
             str_step(c, R_ESI, amask, delta)
             str_step(c, R_EDI, amask, delta)
         elif op == 1:
-            if rd_sz(c, src_base + (c.regs[R_ESI] & amask), sz, &a):
+            if seg_off(c, i.seg, c.regs[R_ESI] & amask, sz, &src) or rd_sz(c, src, sz, &a):
                 return RC_FAULT
-            if rd_sz(c, es_base + (c.regs[R_EDI] & amask), sz, &b):
+            if seg_off(c, S_ES, c.regs[R_EDI] & amask, sz, &dst) or rd_sz(c, dst, sz, &b):
                 return RC_FAULT
             alu(c, 7, sz, a, b)
             str_step(c, R_ESI, amask, delta)
             str_step(c, R_EDI, amask, delta)
         elif op == 2:
-            if wr_sz(c, es_base + (c.regs[R_EDI] & amask), sz, getr_sz(c, R_EAX, sz)):
+            if seg_off(c, S_ES, c.regs[R_EDI] & amask, sz, &dst) or wr_sz(c, dst, sz, getr_sz(c, R_EAX, sz)):
                 return RC_FAULT
             str_step(c, R_EDI, amask, delta)
         elif op == 3:
-            if rd_sz(c, src_base + (c.regs[R_ESI] & amask), sz, &a):
+            if seg_off(c, i.seg, c.regs[R_ESI] & amask, sz, &src) or rd_sz(c, src, sz, &a):
                 return RC_FAULT
             setr_sz(c, R_EAX, sz, a)
             str_step(c, R_ESI, amask, delta)
         else:
-            if rd_sz(c, es_base + (c.regs[R_EDI] & amask), sz, &b):
+            if seg_off(c, S_ES, c.regs[R_EDI] & amask, sz, &dst) or rd_sz(c, dst, sz, &b):
                 return RC_FAULT
             alu(c, 7, sz, getr_sz(c, R_EAX, sz), b)
             str_step(c, R_EDI, amask, delta)

@@ -1,0 +1,64 @@
+"""Every benchmark in bench/ records the extra_info keys documented in vmcore.benchkeys.
+
+The suite runs here at the tiny size (milliseconds per workload) in a separate pytest process,
+exactly as a user would run it, and its --benchmark-json output is checked.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vmcore import benchkeys, workloads
+from vmcore.bench import BENCH_DIR, REPO_ROOT
+
+pytest.importorskip("pytest_benchmark")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-keys") / "tiny.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(BENCH_DIR), "--workload-size=tiny", f"--benchmark-json={out}",
+         "-p", "no:cacheprovider", "-q"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(out.read_text())
+
+
+def test_every_benchmark_records_every_documented_key(tiny_run):
+    assert tiny_run["benchmarks"], "the suite ran no benchmark"
+    for b in tiny_run["benchmarks"]:
+        assert benchkeys.check(b["extra_info"]) == [], b["fullname"]
+        assert set(b["extra_info"]) == set(benchkeys.EXTRA_INFO_KEYS), b["fullname"]
+
+
+def test_every_workload_is_benchmarked_at_its_tiny_size(tiny_run):
+    seen = {b["extra_info"]["workload"]: b["extra_info"]["size"] for b in tiny_run["benchmarks"]}
+    assert seen == {name: w.sizes["tiny"] for name, w in workloads.WORKLOADS.items()}
+
+
+def test_recorded_numbers_agree_with_each_other(tiny_run):
+    for b in tiny_run["benchmarks"]:
+        ei, median = b["extra_info"], b["stats"]["median"]
+        assert ei["guest_mips"] == pytest.approx(ei["guest_instructions"] / median / 1e6)
+        assert ei["slowdown_vs_native"] == pytest.approx(median / ei["native_seconds"])
+        assert ei["exits"] == sum(v for k, v in ei["stats"].items() if k.startswith("exits_"))
+        assert ei["stats"]["instructions"] == ei["guest_instructions"]
+
+
+def test_every_key_is_documented_in_the_one_place():
+    for key in benchkeys.EXTRA_INFO_KEYS:
+        assert f"``{key}``" in benchkeys.__doc__, key
+
+
+def test_check_names_what_is_wrong():
+    good = {"workload": "sieve", "mode": "bare", "size": 10, "guest_instructions": 5, "guest_mips": 1.5,
+            "native_seconds": 0.1, "slowdown_vs_native": 3.0, "exits": 1, "stats": {"instructions": 5}}
+    assert benchkeys.check(good) == []
+    assert benchkeys.check({k: v for k, v in good.items() if k != "guest_mips"}) == ["missing key 'guest_mips'"]
+    assert "'exits' is bool True, not int" in benchkeys.check({**good, "exits": True})
+    assert benchkeys.check({**good, "mode": "kvm"}) == ["mode 'kvm' is none of ('bare', 'bt', 'trap')"]
+    assert benchkeys.check({**good, "native_seconds": 0.0}) == ["'native_seconds' is 0.0, not positive"]
+    assert benchkeys.check({**good, "stats": {"tlb_hits": 1.5}})[0].startswith("'stats' has entries")

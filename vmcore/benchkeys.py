@@ -1,0 +1,79 @@
+"""The keys every benchmark in ``bench/`` records in pytest-benchmark's ``extra_info``.
+
+This module is the one place they are documented. ``bench/`` writes them, ``vmcore bench``
+and ``vmcore dashboard`` read them from the stored runs, and ``tests/test_bench_keys.py``
+runs the suite at the tiny size and checks that every benchmark carries all of them with the
+right types (``check`` below).
+
+============================  =========  ==========================================================
+key                           type       meaning
+============================  =========  ==========================================================
+``workload``                  str        the workload's name (``workloads/<name>.c``)
+``mode``                      str        how vmcore ran the guest: ``bare``, ``bt`` or ``trap``
+``size``                      int        the workload's size argument (its ``size=N`` cmdline)
+``guest_instructions``        int        guest instructions retired by one run
+``guest_mips``                float      ``guest_instructions / median / 1e6`` (median over rounds)
+``native_seconds``            float      best wall time of the same source compiled for the host,
+                                         same size, measured in the same test (includes the
+                                         process start, so it means little at tiny sizes)
+``slowdown_vs_native``        float      ``median / native_seconds``: the number VMware's bar is
+                                         about (``<= 1.19``, see ``vmcore bench --bar``)
+``exits``                     int        exits from the engine to the monitor in one run (the sum
+                                         of the ``exits_*`` counters)
+``stats``                     dict       the engine and monitor counters of one run
+                                         (``Machine.stats``: instructions, blocks, TLB hits and
+                                         misses, ``exits_<reason>``, ``callouts_<kind>`` once
+                                         ``bt`` exists, ``bus_*``), name -> int
+============================  =========  ==========================================================
+
+The slowdown of ``bt`` against ``bare`` is not a key: it needs two benchmarks, and
+``vmcore bench`` / ``vmcore dashboard`` compute it from a ``mode="bt"`` and a ``mode="bare"``
+benchmark of the same workload and size in the same run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+EXTRA_INFO_KEYS: dict[str, tuple[type, ...]] = {
+    "workload": (str,),
+    "mode": (str,),
+    "size": (int,),
+    "guest_instructions": (int,),
+    "guest_mips": (int, float),
+    "native_seconds": (int, float),
+    "slowdown_vs_native": (int, float),
+    "exits": (int,),
+    "stats": (dict,),
+}
+"""Every key of a benchmark's ``extra_info`` and the types its value may have."""
+
+MODES = ("bare", "bt", "trap")
+
+
+def check(extra_info: Mapping) -> list[str]:
+    """What is wrong with one benchmark's ``extra_info``: missing keys, wrong types, bad values.
+
+    An empty list means it is complete.
+    """
+    problems = []
+    for key, types in EXTRA_INFO_KEYS.items():
+        if key not in extra_info:
+            problems.append(f"missing key {key!r}")
+            continue
+        value = extra_info[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            problems.append(f"{key!r} is {type(value).__name__} {value!r}, not {names}")
+    if problems:
+        return problems
+    if extra_info["mode"] not in MODES:
+        problems.append(f"mode {extra_info['mode']!r} is none of {MODES}")
+    for key in ("guest_instructions", "guest_mips", "native_seconds", "slowdown_vs_native"):
+        if not extra_info[key] > 0:
+            problems.append(f"{key!r} is {extra_info[key]!r}, not positive")
+    bad = {k: v for k, v in extra_info["stats"].items()
+           if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int)}
+    if bad:
+        problems.append(f"'stats' has entries that are not name -> int: {bad!r}")
+    return problems

@@ -1,0 +1,34 @@
+"""An interrupt request line as a device sees it: a level it drives, not a number it knows."""
+from __future__ import annotations
+
+from typing import Callable
+
+
+class IrqLine:
+    """A level-triggered line. Until an interrupt controller connects ``on_change``, it only
+    remembers its level (a no-op line)."""
+
+    def __init__(self, name: str | None = None, on_change: Callable[[bool], None] | None = None):
+        self.name = name
+        self.on_change = on_change
+        self._level = False
+
+    @property
+    def level(self) -> bool:
+        return self._level
+
+    def set_level(self, level: bool) -> None:
+        level = bool(level)
+        if level != self._level:
+            self._level = level
+            if self.on_change is not None:
+                self.on_change(level)
+
+    def raise_(self) -> None:
+        self.set_level(True)
+
+    def lower(self) -> None:
+        self.set_level(False)
+
+    def __repr__(self) -> str:
+        return f"IrqLine({self.name!r}, level={int(self._level)})"
