@@ -136,11 +136,11 @@ def h(text: str) -> bytes:
 
 
 def asm(template: str, *imms: int) -> bytes:
-    """Bytes from a listing template: hex bytes, and ``ib``/``iw``/``id`` (or ``cb``/``cd`` for
-    relative branch offsets) filled in order from ``imms``: asm("66 81 c0 iw", 0x1234)."""
+    """Bytes from a listing template: hex bytes, and ``ib``/``iw``/``id`` filled in order from
+    ``imms``: asm("66 81 c0 iw", 0x1234)."""
     out = bytearray()
     values = list(imms)
-    sizes = {"ib": 8, "cb": 8, "iw": 16, "id": 32, "cd": 32}
+    sizes = {"ib": 8, "iw": 16, "id": 32}
     for tok in template.split():
         if tok in sizes:
             out += imm(values.pop(0), sizes[tok])

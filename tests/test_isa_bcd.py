@@ -11,6 +11,11 @@ The ``ref_*`` functions transcribe the Operation sections; DAA/DAS and AAA/AAS r
 
 import pytest
 
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
+
 from isa_harness import (AF, ARITH, CF, CODE_GPA, DF, FIXED1, OF, PF, SF, ZF, Failures, asm,
                          assert_flags, assert_regs, prog, run_code, run_fault, szp)
 

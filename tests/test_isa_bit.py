@@ -13,6 +13,11 @@
 
 import pytest
 
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
+
 from isa_harness import (AF, ARITH, CF, DATA_GPA, DF, FIXED1, OF, PF, SF, ZF, Failures, asm,
                          assert_flags, assert_regs, disasm, le16, le32, merge, read16, read32,
                          run_code)

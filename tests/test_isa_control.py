@@ -8,6 +8,11 @@ import struct
 
 import pytest
 
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
+
 from isa_harness import (AF, ARITH, CF, CODE_GPA, DATA_GPA, DF, FIXED1, OF, PF, SF, STACK_TOP, ZF,
                          Failures, asm, assert_flags, assert_regs, disasm, le32, prog, read32,
                          run_code, vmcore)

@@ -15,6 +15,11 @@
 
 import pytest
 
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
+
 from isa_harness import (ARITH, CF, CODE_GPA, DF, FIXED1, MASK, MEM_GPA, OF, SIGN, Failures, asm,
                          assert_flags, assert_regs, disasm, edges, imm, merge, prog,
                          run_code, run_fault, sext, to_signed)

@@ -16,6 +16,11 @@ import random
 
 import pytest
 
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
+
 from isa_harness import (AF, ARITH, CF, DF, FIXED1, MASK, OF, PF, SF, ZF, Failures, asm,
                          assert_flags, assert_regs, disasm, le32, prog, read32, run_code, szp,
                          to_signed)

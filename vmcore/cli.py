@@ -61,9 +61,10 @@ def _trace_run(m: Machine, count: int | None, timeout: float | None):
 
 
 def _console():
+    """A rich console on stdout; when stdout is not a terminal, lines of up to 160 columns (not 80)."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from vmcore.errors import ConfigError, GuestMemoryError, VmError
 from vmcore.loaders.multiboot import load_multiboot
 
 MODES = ("bare",)
+CPU_MODELS = ("i686", "80386", "80286")   # what differs: vmcore/_core/api.pxi set_cpu_model
 PLANNED_MODES = ("bt", "trap")
 
 HOOK_IO_OUT = 1
@@ -79,29 +80,37 @@ class Machine:
     """An IA-32 PC: one CPU, ``memory_mb`` of RAM at gpa 0, a port bus with the
     debug console (0xE9), isa-debug-exit (0xF4) and a 16550 UART at COM1.
 
-    A new machine is in flat 32-bit protected mode, as a multiboot loader leaves it.
+    A new machine is in flat 32-bit protected mode, as a multiboot loader leaves it;
+    reset() puts the CPU in its power-on state (real mode, CS:IP = F000:FFF0).
+    ``cpu`` picks the few behaviours in which an 80286, an 80386 and later CPUs differ;
+    ``devices=False`` leaves the port bus empty (every port unclaimed).
     """
 
-    def __init__(self, memory_mb: int = 64, mode: str = "bare"):
+    def __init__(self, memory_mb: int = 64, mode: str = "bare", cpu: str = "i686", devices: bool = True):
         if mode in PLANNED_MODES:
             raise ConfigError(f"mode {mode!r} is not available yet (the monitor is not built); use 'bare'")
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
         if not isinstance(memory_mb, int) or not 2 <= memory_mb <= 3072:
             raise ConfigError(f"memory_mb must be an integer from 2 to 3072, not {memory_mb!r}")
+        if cpu not in CPU_MODELS:
+            raise ConfigError(f"unknown cpu {cpu!r}; choose one of {CPU_MODELS}")
         self.mode = mode
+        self.cpu = cpu
         self.memory = np.zeros(memory_mb << 20, dtype=np.uint8)
         self._engine = Engine(self.memory)
+        self._engine.set_cpu_model(cpu)
         self._console = bytearray()
         self._hooks: list[_Hook] = []
         self._stop_requested = False
         self._debug_exit_status: int | None = None
         self._exits = {e: 0 for e in ("io", "hlt", "budget", "shutdown", "until", "unimplemented")}
         self.bus = PortBus()
-        self.bus.attach(0xE9, 1, DebugConsole(sink=self._console.extend), name="debugcon")
-        self.bus.attach(0xF4, 4, DebugExit(on_exit=self._on_debug_exit), name="debug-exit")
         self.uart = Uart16550(sink=self._console.extend)
-        self.bus.attach(0x3F8, 8, self.uart, name="com1")
+        if devices:
+            self.bus.attach(0xE9, 1, DebugConsole(sink=self._console.extend), name="debugcon")
+            self.bus.attach(0xF4, 4, DebugExit(on_exit=self._on_debug_exit), name="debug-exit")
+            self.bus.attach(0x3F8, 8, self.uart, name="com1")
         self.boot_info = None
         self.exit_trace: Callable[[str], None] | None = None   # called with a line per engine exit
 
@@ -139,6 +148,10 @@ class Machine:
             return self._engine.seg_get(SEG_NAMES.index(n))[0]
         raise ConfigError(f"unknown register {name!r}")
 
+    def reset(self) -> None:
+        """The CPU's power-on state: real mode, CS:IP = F000:FFF0 (linear FFFFFFF0h)."""
+        self._engine.reset_real()
+
     def reg_write(self, name: str, value: int) -> None:
         n = name.lower()
         value &= 0xFFFFFFFF
@@ -155,6 +168,15 @@ class Machine:
             idx, shift = _REG8[n]
             old = self._engine.reg_get(idx)
             self._engine.reg_set(idx, (old & ~(0xFF << shift) & 0xFFFFFFFF) | ((value & 0xFF) << shift))
+        elif n in SEG_NAMES:
+            # loaded as MOV Sreg would: real mode base = selector * 16; protected mode
+            # reads the descriptor (and CS only in real mode)
+            if n == "cs" and not self._engine.real_mode:
+                raise ConfigError("CS is loaded by a far transfer in protected mode")
+            vector = self._engine.seg_load(SEG_NAMES.index(n), value & 0xFFFF)
+            if vector is not None:
+                raise ConfigError(f"loading {n} with selector {value & 0xFFFF:#x} faults "
+                                  f"({EXCEPTION_NAMES.get(vector, vector)})")
         else:
             raise ConfigError(f"unknown or read-only register {name!r}")
 

@@ -110,6 +110,9 @@ cdef struct Cpu:
     uint32_t max_insn_len   # longer instructions fault
     int long_insn_vector    # #UD on the 286, #GP on the 386+
     uint32_t rm_flags_zero  # EFLAGS bits a real-mode write cannot set (286: IOPL, NT, bit 15)
+    uint32_t lock_ud        # LOCK on a non-lockable instruction is #UD (386+; the 286 ignores it)
+    uint32_t last_seg       # S_GS, or S_DS on the 286 (no FS, GS)
+    uint32_t rm_ss_fault_gp # real-mode stack-segment overruns raise #GP, not #SS (286)
     # memory
     uint8_t* ram        # hva of gpa 0
     uint32_t ram_size

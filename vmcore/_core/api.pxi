@@ -56,12 +56,18 @@ cdef class Engine:
         """i686 (default), 80386 or 80286: the few behaviours in which they differ."""
         if model == "80286":
             self.c.max_insn_len = 10
-            self.c.long_insn_vector = EXC_UD
+            self.c.long_insn_vector = EXC_GP
             self.c.rm_flags_zero = 0xF000
+            self.c.lock_ud = 0
+            self.c.last_seg = S_DS
+            self.c.rm_ss_fault_gp = 1
         elif model in ("80386", "i686"):
             self.c.max_insn_len = 15
             self.c.long_insn_vector = EXC_GP
             self.c.rm_flags_zero = 0
+            self.c.lock_ud = 1
+            self.c.last_seg = S_GS
+            self.c.rm_ss_fault_gp = 0
         else:
             raise ValueError(f"unknown CPU model {model!r}")
         cache_flush(self.c)

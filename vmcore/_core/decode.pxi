@@ -226,9 +226,9 @@ cdef int decode_insn(Cpu* c, uint32_t cs_base, uint32_t eip, Insn* i) noexcept n
             seg_override = S_SS
         elif b == 0x3E:
             seg_override = S_DS
-        elif b == 0x64:
+        elif b == 0x64 and c.last_seg == S_GS:
             seg_override = S_FS
-        elif b == 0x65:
+        elif b == 0x65 and c.last_seg == S_GS:
             seg_override = S_GS
         else:
             break
@@ -282,12 +282,12 @@ cdef int decode_insn(Cpu* c, uint32_t cs_base, uint32_t eip, Insn* i) noexcept n
         if o16:
             i.disp &= 0xFFFF
     if f.bad:
-        # too long: #GP(0) on the 386 and later (SDM Vol. 2 §2.3.11), #UD on the 286
+        # too long (15 bytes; 10 on the 286): #GP(0) (SDM Vol. 2 §2.3.11)
         i.len = c.max_insn_len
         i.next_eip = eip + i.len
         i.fn = h_LONG_INSN
         return 1
-    if lock and not lockable(op, modrm, (i.flags & IF_MEM) != 0):
+    if lock and c.lock_ud and not lockable(op, modrm, (i.flags & IF_MEM) != 0):
         i.fn = h_UD         # LOCK on anything but a read-modify-write of memory (SDM Vol. 2 LOCK)
         return 1
     return select_handler(c, i, op, modrm, vs)
@@ -403,9 +403,7 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
         else:
             i.fn = MOV_GE_H[sz][fm]
         return 0
-    if op == 0x8C:
-        if reg > 5:
-            return 1
+    if op == 0x8C and reg <= c.last_seg:
         i.fn = h_MOV_E_SEG
         return 0
     if op == 0x8D:
@@ -570,13 +568,16 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
         if reg == 6:
             i.fn = h_PUSH_E
             return 0
+        if (reg == 3 or reg == 5) and mem:
+            i.op = 1 if reg == 3 else 0
+            i.fn = h_FAR_mem
         return 1
     if op == 0x07 or op == 0x17 or op == 0x1F:
         i.op = op >> 3
         i.fn = h_POP_SEG
         return 1
-    if op == 0x8E:
-        if reg == S_CS or reg > 5:
+    if op == 0x8C or op == 0x8E:
+        if (op == 0x8E and reg == S_CS) or reg > c.last_seg:
             return 1
         i.fn = h_MOV_SEG_E
         return 1
@@ -589,12 +590,6 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
     if op == 0xEA or op == 0x9A:
         i.op = 1 if op == 0x9A else 0
         i.fn = h_FAR_ptr
-        return 1
-    if op == 0xFF and (reg == 3 or reg == 5):
-        if not mem:
-            return 1
-        i.op = 1 if reg == 3 else 0
-        i.fn = h_FAR_mem
         return 1
     if op == 0xCA or op == 0xCB:
         i.fn = h_RETF

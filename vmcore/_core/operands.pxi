@@ -45,7 +45,7 @@ cdef inline uint32_t ea_of(Cpu* c, Insn* i) noexcept nogil:
 
 cdef inline int seg_fault(Cpu* c, int seg) noexcept nogil:
     """A segment-limit violation: #SS(0) through SS, #GP(0) otherwise (SDM Vol. 3 §6.15)."""
-    c.exc_vector = EXC_SS if seg == S_SS else EXC_GP
+    c.exc_vector = EXC_SS if seg == S_SS and (c.pe or not c.rm_ss_fault_gp) else EXC_GP
     c.exc_has_err = 1
     c.exc_err = 0
     return RC_FAULT

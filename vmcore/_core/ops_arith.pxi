@@ -46,7 +46,8 @@ cdef uint32_t shift(Cpu* c, int op, int sz, uint32_t a, uint32_t n) noexcept nog
         if op == 5:
             r = <uint32_t>((<uint64_t>a) >> n)
             cf = <uint32_t>((<uint64_t>a) >> (n - 1)) & 1
-            of = FL_OF if (a & sign) else 0
+            # OF is the sign change of the last one-bit step: MSB(a) for a count of 1, else 0
+            of = FL_OF if (n == 1 and (a & sign)) else 0
         elif op == 7:
             sa = <int64_t>(<int32_t>(a << (32 - bits)) >> (32 - bits))
             r = <uint32_t>(sa >> n) & m
@@ -299,9 +300,10 @@ cdef int h_AAA_AAS(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t ax = c.regs[R_EAX] & 0xFFFF
     if (al & 0xF) > 9 or (f & FL_AF):
         if i.op:
-            ax = ((ax - 6) & 0xFF) | ((((ax >> 8) - 1) & 0xFF) << 8)
+            ax = (ax - 6) & 0xFFFF          # AX <- AX - 6; AH <- AH - 1
+            ax = (ax - 0x100) & 0xFFFF
         else:
-            ax = ((ax + 0x106) & 0xFFFF)
+            ax = (ax + 0x106) & 0xFFFF      # AX <- AX + 106H
         f |= FL_AF | FL_CF
     else:
         f &= ~<uint32_t>(FL_AF | FL_CF)
@@ -332,8 +334,10 @@ cdef int h_DAA_DAS(Cpu* c, Insn* i) noexcept nogil:
     if old_al > 0x99 or old_cf:
         al = (al - 0x60 if i.op else al + 0x60) & 0xFF
         f |= FL_CF
-    else:
+    elif not i.op:
         f &= ~<uint32_t>FL_CF
+    # DAS keeps the borrow of AL - 6 here: silicon (SingleStepTests 80286 2F) sets CF for
+    # AL < 6 with AF = 1, where the SDM's pseudo-code would clear it
     setr8(c, R_EAX, al)
     set_arith_flags(c, (f & ~<uint32_t>(FL_ZF | FL_SF | FL_PF | FL_OF)) | flags_szp(al, 0))
     return RC_NEXT
@@ -365,10 +369,18 @@ cdef int h_XADD(Cpu* c, Insn* i) noexcept nogil:
     if load_E(c, i, sz, &a, &la):
         return RC_FAULT
     b = getr_sz(c, i.reg, sz)
+    cdef CcSave saved
+    save_cc(c, &saved)
     cdef uint32_t r = alu(c, 0, sz, a, b)
-    if store_E(c, i, sz, r, la):
-        return RC_FAULT
-    setr_sz(c, i.reg, sz, a)
+    # SRC <- DEST, then DEST <- sum: with one register as both, the sum wins (SDM XADD)
+    if i.flags & IF_MEM:
+        if wr_sz(c, la, sz, r):
+            restore_cc(c, &saved)
+            return RC_FAULT
+        setr_sz(c, i.reg, sz, a)
+    else:
+        setr_sz(c, i.reg, sz, a)
+        setr_sz(c, i.rm, sz, r)
     return RC_NEXT
 
 cdef int h_CMPXCHG(Cpu* c, Insn* i) noexcept nogil:

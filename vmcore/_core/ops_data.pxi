@@ -263,7 +263,7 @@ cdef int h_ENTER(Cpu* c, Insn* i) noexcept nogil:
         setr16(c, R_EBP, frame)
     else:
         c.regs[R_EBP] = frame
-    c.regs[R_ESP] = (frame & ~c.ss_mask) | ((frame - i.imm) & c.ss_mask)
+    c.regs[R_ESP] = (c.regs[R_ESP] & ~c.ss_mask) | ((c.regs[R_ESP] - i.imm) & c.ss_mask)
     return RC_NEXT
 
 cdef int h_LEAVE(Cpu* c, Insn* i) noexcept nogil:
