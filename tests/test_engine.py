@@ -181,10 +181,11 @@ def test_exception_delivered_through_idt():
 
 
 def test_unimplemented_instruction_is_a_named_exit():
-    m = machine(bytes.fromhex("0f0115 00000000"))   # lgdt [0]: system architecture, not built yet
+    m = machine(bytes.fromhex("f1"))   # f1   int1 (ICEBP): not implemented yet
     r = m.run()
     assert r.exit is Exit.UNIMPLEMENTED
-    assert "lgdt" in r.reason
+    assert "int1" in r.reason
+    assert m.reg_read("eip") == CODE          # stopped before it, nothing executed
 
 
 def test_io_hooks_and_port_bus():

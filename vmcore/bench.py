@@ -27,7 +27,6 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from vmcore import benchkeys
 from vmcore.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -306,7 +305,10 @@ class _ProgressPlugin:
         self.progress.update(self.task, total=len(session.items), description="benchmarks")
 
     def pytest_runtest_logstart(self, nodeid, location):
-        self.progress.update(self.task, description=nodeid.rsplit("::", 1)[-1])
+        from rich.markup import escape
+
+        failed = f" ({self.failed} failed)" if self.failed else ""
+        self.progress.update(self.task, description=escape(nodeid.rsplit("::", 1)[-1]) + failed)
 
     def pytest_runtest_logreport(self, report):
         if report.failed:
@@ -438,10 +440,5 @@ def run_suite(size: str = "bench", storage: str | os.PathLike | None = None, com
     return 0 if new else 1
 
 
-def check_run(run: Run) -> dict[str, list[str]]:
-    """``benchkeys.check`` for every benchmark of a stored run: name -> problems (empty when all is well)."""
-    return {b.get("fullname", "?"): p for b in run.benchmarks if (p := benchkeys.check(b.get("extra_info", {})))}
-
-
-__all__ = ["DEFAULT_BAR", "DEFAULT_FAIL_ABOVE", "DEFAULT_STORAGE", "Row", "Run", "check_run", "find_baseline",
+__all__ = ["DEFAULT_BAR", "DEFAULT_FAIL_ABOVE", "DEFAULT_STORAGE", "Row", "Run", "find_baseline",
            "load_runs", "rows_of", "run_suite", "series_key", "size_label", "table"]

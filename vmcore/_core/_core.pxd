@@ -37,6 +37,7 @@ cdef struct TlbEntry:
     uint32_t tag_w      # gla page base when writes hit, else 1
     uintptr_t addend    # hva = gla + addend
     uint32_t gpa_page   # gpa >> 12 of the mapped page
+    uint32_t is_global  # from a global page (PGE): survives CR3 loads
 
 cdef struct Cpu
 cdef struct Insn
@@ -78,6 +79,7 @@ cdef struct Block:
     Insn* insns
     Block* hash_next
     Block* succ[2]      # chained successors, checked by eip before use
+    uint32_t succ_epoch # cpu.epoch when the successors were linked
 
 cdef struct Cpu:
     uint32_t regs[9]
@@ -98,9 +100,13 @@ cdef struct Cpu:
     uint32_t gdtr_limit
     uint32_t idtr_base
     uint32_t idtr_limit
-    uint32_t ldtr_base
-    uint32_t ldtr_limit
-    uint16_t ldtr_sel
+    Seg ldtr
+    Seg tr
+    uint32_t dr[8]
+    uint32_t msr_sysenter_cs
+    uint32_t msr_sysenter_esp
+    uint32_t msr_sysenter_eip
+    uint64_t msr_apic_base
     uint32_t code32     # CS.D: default operand/address size 32
     uint32_t ss32       # SS.B: 32-bit stack pointer
     uint32_t ss_mask    # 0xFFFFFFFF with ss32, else 0xFFFF
@@ -118,7 +124,10 @@ cdef struct Cpu:
     uint32_t ram_size
     uint32_t ram_pages
     uint64_t* code_map  # per gpa page: bit k set when decoded code lies in bytes 64k..64k+63
-    TlbEntry tlb[256]
+    TlbEntry* tlb       # the TLB of the current privilege: tlbs[1] at CPL 3, else tlbs[0]
+    TlbEntry tlbs[2][256]
+    uint32_t sys_access # implicit supervisor access (descriptor tables, TSS) in progress
+    uint32_t epoch      # bumped when translations change: chained blocks are rechecked
     # exceptions
     int exc_vector
     int exc_has_err
@@ -148,6 +157,8 @@ cdef struct Cpu:
     uint64_t n_tlb_hits
     uint64_t n_tlb_misses
     uint64_t n_tlb_flushes
+    uint64_t n_page_walks
+    uint64_t n_page_faults
     uint64_t n_unmapped_reads
     uint64_t n_unmapped_writes
     uint64_t n_smc_invalidations

@@ -42,6 +42,7 @@ cdef class Engine:
         self.c.ram_size = <uint32_t>self.ram_view.shape[0]
         self.c.ram_pages = (self.c.ram_size + 0xFFF) >> 12
         self.c.code_map = <uint64_t*>calloc(self.c.ram_pages, sizeof(uint64_t))
+        self.c.tlb = &self.c.tlbs[0][0]
         self.c.blocks = <Block*>calloc(BLOCK_ARENA, sizeof(Block))
         self.c.insn_pool = <Insn*>calloc(INSN_ARENA, sizeof(Insn))
         self.c.htab = <Block**>calloc(HASH_SIZE, sizeof(Block*))
@@ -80,9 +81,22 @@ cdef class Engine:
         set_arith_flags(self.c, 0)
         self.c.cpl = 0
         self.c.gdtr_base = 0
-        self.c.ldtr_base = 0
-        self.c.ldtr_limit = 0
-        self.c.ldtr_sel = 0
+        self.c.ldtr.sel = 0
+        self.c.ldtr.base = 0
+        self.c.ldtr.limit = 0xFFFF
+        self.c.ldtr.attr = 0x0082
+        self.c.tr.sel = 0
+        self.c.tr.base = 0
+        self.c.tr.limit = 0xFFFF
+        self.c.tr.attr = 0x008B
+        self.c.cr2 = 0
+        self.c.cr3 = 0
+        self.c.cr4 = 0
+        self.c.tlb = &self.c.tlbs[0][0]
+        self.c.msr_sysenter_cs = 0
+        self.c.msr_sysenter_esp = 0
+        self.c.msr_sysenter_eip = 0
+        self.c.msr_apic_base = 0xFEE00900ULL
         self.c.exc_soft = 0
         self.c.io_string = 0
 

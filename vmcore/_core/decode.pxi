@@ -76,7 +76,7 @@ cdef void init_decode_tables() noexcept nogil:
     set_range(IMM_KIND, 0xF6, 0xF7, IMM_GRP3)
     set_range(HAS_MODRM, 0xFE, 0xFF, 1)
     # two-byte map (0F xx)
-    set_range(HAS_MODRM, 0x100, 0x103, 1)
+    set_range(HAS_MODRM, 0x100, 0x103, 1)       # group 6, group 7, LAR, LSL
     set_range(HAS_MODRM, 0x118, 0x11F, 1)      # hint NOPs (0F 1F /0 is the multi-byte NOP)
     set_range(HAS_MODRM, 0x120, 0x123, 1)
     set_range(HAS_MODRM, 0x140, 0x14F, 1)
@@ -96,9 +96,17 @@ cdef struct Fetcher:
     uint32_t start_eip
     uint32_t pos        # bytes consumed
     int bad             # ran over the model's instruction length limit
+    int fetch_fault     # a byte's page did not translate
+    uint32_t fault_gla
 
 cdef inline uint32_t next_u8(Cpu* c, Fetcher* f) noexcept nogil:
-    cdef uint32_t v = <uint32_t>fetch8(c, f.cs_base + f.start_eip + f.pos)
+    cdef uint32_t gla = f.cs_base + f.start_eip + f.pos
+    cdef int v = fetch8(c, gla)
+    if v < 0:
+        if not f.fetch_fault:
+            f.fetch_fault = 1
+            f.fault_gla = gla
+        v = 0
     f.pos += 1
     if f.pos > c.max_insn_len:
         f.bad = 1
@@ -195,6 +203,7 @@ cdef int decode_insn(Cpu* c, uint32_t cs_base, uint32_t eip, Insn* i) noexcept n
     f.start_eip = eip
     f.pos = 0
     f.bad = 0
+    f.fetch_fault = 0
     i.flags = 0
     i.reg = 0
     i.rm = 0
@@ -243,6 +252,8 @@ cdef int decode_insn(Cpu* c, uint32_t cs_base, uint32_t eip, Insn* i) noexcept n
     vs = 1 if o16 else 2
     if HAS_MODRM[op]:
         modrm = next_u8(c, &f)
+        if 0x120 <= op <= 0x123:
+            modrm |= 0xC0       # MOV CRn/DRn: always register operands (SDM Vol. 2 MOV CR)
         decode_modrm(c, &f, i, modrm, a16)
     elif a16:
         i.flags |= IF_A16
@@ -281,6 +292,13 @@ cdef int decode_insn(Cpu* c, uint32_t cs_base, uint32_t eip, Insn* i) noexcept n
         i.disp = i.next_eip + i.disp
         if o16:
             i.disp &= 0xFFFF
+    if f.fetch_fault:
+        # part of the instruction lies in a page that does not translate: #PF when it runs
+        i.len = 0
+        i.next_eip = eip
+        i.imm = f.fault_gla
+        i.fn = h_FETCH_FAULT
+        return 1
     if f.bad:
         # too long (15 bytes; 10 on the 286): #GP(0) (SDM Vol. 2 §2.3.11)
         i.len = c.max_insn_len
@@ -314,6 +332,16 @@ cdef bint lockable(uint32_t op, uint32_t modrm, bint mem) noexcept nogil:
     if op == 0x1C7:
         return reg == 1                     # CMPXCHG8B
     return False
+
+cdef int h_FETCH_FAULT(Cpu* c, Insn* i) noexcept nogil:
+    cdef uint32_t gpa
+    if translate(c, i.imm, &gpa):
+        return RC_FAULT
+    # the page has been mapped since this block was decoded: decode it again
+    if c.cur_block != NULL:
+        kill_block(c, c.cur_block)
+    c.eip = i.next_eip
+    return RC_RESTART
 
 cdef int h_LONG_INSN(Cpu* c, Insn* i) noexcept nogil:
     if c.long_insn_vector == EXC_GP:
@@ -712,8 +740,59 @@ cdef int select_0f(Cpu* c, Insn* i, uint32_t op, uint32_t reg, int fm, int vs) n
         i.reg = op & 7
         i.fn = h_BSWAP
         return 0
-    # system instructions of the 0F map (descriptor tables, control and debug
-    # registers, MSRs, SYSENTER, far segment loads, CLTS, INVD/WBINVD, push/pop FS/GS)
-    if op in (0x00, 0x01, 0x02, 0x03, 0x06, 0x08, 0x09, 0x20, 0x21, 0x22, 0x23, 0x30, 0x32, 0x34, 0x35):
-        i.fn = h_UNIMPLEMENTED
+    return select_system(c, i, op, reg, mem)
+
+cdef int select_system(Cpu* c, Insn* i, uint32_t op, uint32_t reg, bint mem) noexcept nogil:
+    """The 0F-map system instructions (SDM Vol. 3 §2.8). Every one ends its block: they
+    can change the mode, the translations or the privilege level."""
+    if op == 0x00:
+        if not c.pe or (c.eflags & FL_VM):
+            return 1                                # #UD in real and virtual-8086 mode
+        if reg < 2:
+            i.op = reg
+            i.fn = h_SLDT_STR
+        elif reg < 4:
+            i.op = reg - 2
+            i.fn = h_LLDT_LTR
+        elif reg < 6:
+            i.op = reg - 4
+            i.fn = h_VERR_VERW
+        return 1
+    if op == 0x01:
+        if reg < 2 and mem:
+            i.op = reg
+            i.fn = h_SxDT
+        elif reg < 4 and mem:
+            i.op = reg - 2
+            i.fn = h_LxDT
+        elif reg == 4:
+            i.fn = h_SMSW
+        elif reg == 6:
+            i.fn = h_LMSW
+        elif reg == 7 and mem:
+            i.fn = h_INVLPG
+        return 1
+    if op == 0x02 or op == 0x03:
+        if c.pe and not (c.eflags & FL_VM):
+            i.op = op & 1
+            i.fn = h_LAR_LSL
+        return 1
+    if op == 0x06:
+        i.fn = h_CLTS
+    elif op == 0x08 or op == 0x09:
+        i.fn = h_CACHE
+    elif op == 0x20 or op == 0x22:
+        i.op = 1 if op == 0x22 else 0
+        i.fn = h_MOV_CR
+    elif op == 0x21 or op == 0x23:
+        i.op = 1 if op == 0x23 else 0
+        i.fn = h_MOV_DR
+    elif op == 0x30:
+        i.fn = h_WRMSR
+    elif op == 0x32:
+        i.fn = h_RDMSR
+    elif op == 0x34:
+        i.fn = h_SYSENTER
+    elif op == 0x35:
+        i.fn = h_SYSEXIT
     return 1

@@ -75,16 +75,28 @@ cdef void mark_code(Cpu* c, uint32_t gla_start, uint32_t gla_end) noexcept nogil
             c.code_map[page] |= chunk_bits(gpa & 0xFFF, chunk_end - gla)
         gla = chunk_end
 
-cdef Block* lookup(Cpu* c, uint32_t eip) noexcept nogil:
+cdef Block* lookup(Cpu* c, uint32_t eip, uint32_t gpa) noexcept nogil:
     cdef Block* b = c.htab[hash_eip(eip)]
     cdef uint32_t cs_base = c.seg[S_CS].base
     cdef uint32_t mode = mode_key(c)
     c.n_block_lookups += 1
     while b != NULL:
-        if b.eip == eip and b.cs_base == cs_base and b.mode == mode:
+        if b.eip == eip and b.gpa == gpa and b.cs_base == cs_base and b.mode == mode:
             return b
         b = b.hash_next
     return NULL
+
+cdef inline int code_gpa(Cpu* c, uint32_t gla, uint32_t* gpa) noexcept nogil:
+    """Where the next instruction's first byte is, through the TLB when it can be."""
+    cdef TlbEntry* e
+    if not (c.cr0 & CR0_PG):
+        gpa[0] = gla
+        return 0
+    e = &c.tlb[(gla >> 12) & (TLB_SIZE - 1)]
+    if e.tag_r == (gla & 0xFFFFF000U):
+        gpa[0] = (e.gpa_page << 12) | (gla & 0xFFF)
+        return 0
+    return translate(c, gla, gpa)
 
 cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) noexcept nogil:
     """Decode from eip until a block-ending instruction, max_insns, the end of
@@ -122,16 +134,20 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
     b.end_eip = cur
     b.cs_base = cs_base
     b.mode = mode_key(c)
+    gpa = 0xFFFFFFFFU
     translate(c, cs_base + eip, &gpa)
     b.gpa = gpa
     b.page0 = gpa >> 12
-    translate(c, cs_base + cur - 1, &gpa)
-    b.page1 = gpa >> 12
+    if translate(c, cs_base + cur - 1, &gpa) == 0:
+        b.page1 = gpa >> 12
+    else:
+        b.page1 = b.page0
     b.ninsn = n
     b.valid = 1
     b.insns = insns
     b.succ[0] = NULL
     b.succ[1] = NULL
+    b.succ_epoch = c.epoch
     b.hash_next = NULL
     mark_code(c, cs_base + eip, cs_base + cur)
     c.n_blocks_decoded += 1
@@ -163,6 +179,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
     cdef Insn* i
     cdef int rc
     cdef uint64_t flushes
+    cdef uint32_t gpa
     c.exit_reason = EXIT_NONE
     while True:
         if c.icount >= stop_at:
@@ -172,7 +189,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             c.exit_reason = EXIT_UNTIL
             break
         blk = NULL
-        if prev != NULL:
+        if prev != NULL and prev.succ_epoch == c.epoch:
             if prev.succ[0] != NULL and prev.succ[0].eip == c.eip and prev.succ[0].valid:
                 blk = prev.succ[0]
             elif prev.succ[1] != NULL and prev.succ[1].eip == c.eip and prev.succ[1].valid:
@@ -180,13 +197,23 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             if blk != NULL:
                 c.n_chain_hits += 1
         if blk == NULL:
-            blk = lookup(c, c.eip)
+            if code_gpa(c, c.seg[S_CS].base + c.eip, &gpa):
+                # the instruction's page does not translate: #PF before it runs
+                prev = NULL
+                if deliver_exception(c):
+                    break
+                continue
+            blk = lookup(c, c.eip, gpa)
             if blk == NULL:
                 flushes = c.n_cache_flushes
                 blk = decode_block(c, c.eip, MAX_BLOCK_INSNS, True)
                 if flushes != c.n_cache_flushes:
                     prev = NULL
             if prev != NULL and prev.valid:
+                if prev.succ_epoch != c.epoch:
+                    prev.succ[0] = NULL
+                    prev.succ[1] = NULL
+                    prev.succ_epoch = c.epoch
                 if prev.succ[0] == NULL:
                     prev.succ[0] = blk
                 else:

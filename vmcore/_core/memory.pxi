@@ -5,24 +5,162 @@
 # get a write entry, so every write to them reaches mem_slow(), which invalidates
 # the stale blocks (self-modifying code).
 
-cdef inline void tlb_flush_all(Cpu* c) noexcept nogil:
-    cdef int k
-    for k in range(TLB_SIZE):
-        c.tlb[k].tag_r = 1
-        c.tlb[k].tag_w = 1
+cdef enum:
+    CR0_PE = 0x1
+    CR0_MP = 0x2
+    CR0_EM = 0x4
+    CR0_TS = 0x8
+    CR0_ET = 0x10
+    CR0_NE = 0x20
+    CR0_WP = 0x10000
+    CR0_AM = 0x40000
+    CR0_NW = 0x20000000
+    CR0_CD = 0x40000000
+    CR0_PG = 0x80000000U
+    CR4_TSD = 0x4
+    CR4_DE = 0x8
+    CR4_PSE = 0x10
+    CR4_PGE = 0x80
+    PTE_P = 0x1
+    PTE_RW = 0x2
+    PTE_US = 0x4
+    PTE_A = 0x20
+    PTE_D = 0x40
+    PTE_PS = 0x80
+    PTE_G = 0x100
+    PF_P = 0x1
+    PF_W = 0x2
+    PF_U = 0x4
+
+cdef void tlb_flush_all(Cpu* c) noexcept nogil:
+    cdef int k, t
+    for t in range(2):
+        for k in range(TLB_SIZE):
+            c.tlbs[t][k].tag_r = 1
+            c.tlbs[t][k].tag_w = 1
+            c.tlbs[t][k].gpa_page = 0xFFFFFFFFU
     c.n_tlb_flushes += 1
+    c.epoch += 1
+
+cdef void tlb_flush_nonglobal(Cpu* c) noexcept nogil:
+    """A CR3 load: every translation but those of global pages (SDM Vol. 3 §4.10.4.1)."""
+    cdef int k, t
+    if not (c.cr4 & CR4_PGE):
+        tlb_flush_all(c)
+        return
+    for t in range(2):
+        for k in range(TLB_SIZE):
+            if not c.tlbs[t][k].is_global:
+                c.tlbs[t][k].tag_r = 1
+                c.tlbs[t][k].tag_w = 1
+                c.tlbs[t][k].gpa_page = 0xFFFFFFFFU
+    c.n_tlb_flushes += 1
+    c.epoch += 1
+
+cdef void tlb_flush_page(Cpu* c, uint32_t gla) noexcept nogil:
+    """INVLPG: the translation of one page, global or not."""
+    cdef int t
+    cdef TlbEntry* e
+    for t in range(2):
+        e = &c.tlbs[t][(gla >> 12) & (TLB_SIZE - 1)]
+        if e.tag_r == (gla & 0xFFFFF000U) or e.tag_w == (gla & 0xFFFFF000U):
+            e.tag_r = 1
+            e.tag_w = 1
+            e.gpa_page = 0xFFFFFFFFU
+    c.epoch += 1
+
+cdef inline void tlb_select(Cpu* c) noexcept nogil:
+    """Point the fast path at the TLB of the current privilege level."""
+    c.tlb = &c.tlbs[1 if c.cpl == 3 else 0][0]
 
 cdef inline void tlb_drop_write(Cpu* c, uint32_t gpa_page) noexcept nogil:
     """No more fast writes to gpa_page (it now holds decoded code)."""
-    cdef int k
-    for k in range(TLB_SIZE):
-        if c.tlb[k].gpa_page == gpa_page:
-            c.tlb[k].tag_w = 1
+    cdef int k, t
+    for t in range(2):
+        for k in range(TLB_SIZE):
+            if c.tlbs[t][k].gpa_page == gpa_page:
+                c.tlbs[t][k].tag_w = 1
+
+cdef inline uint32_t phys_rd32(Cpu* c, uint32_t gpa) noexcept nogil:
+    cdef uint32_t v = 0xFFFFFFFFU
+    if gpa <= c.ram_size - 4:
+        memcpy(&v, c.ram + gpa, 4)
+    return v
+
+cdef void phys_wr32(Cpu* c, uint32_t gpa, uint32_t v) noexcept nogil:
+    """A write by the processor itself (accessed and dirty bits)."""
+    if gpa > c.ram_size - 4:
+        return
+    if c.code_map[gpa >> 12] & chunk_bits(gpa & 0xFFF, 4):
+        invalidate_code(c, gpa >> 12)
+    memcpy(c.ram + gpa, &v, 4)
+
+cdef int page_fault(Cpu* c, uint32_t gla, uint32_t err) noexcept nogil:
+    c.cr2 = gla
+    c.exc_vector = EXC_PF
+    c.exc_has_err = 1
+    c.exc_err = err
+    c.n_page_faults += 1
+    return RC_FAULT
+
+cdef int page_walk(Cpu* c, uint32_t gla, int is_write, uint32_t* gpa, uint32_t* writable,
+                   uint32_t* is_global) noexcept nogil:
+    """32-bit paging with 4 KiB and (CR4.PSE) 4 MiB pages: permissions, accessed and
+    dirty bits, #PF with CR2 and the error code (SDM Vol. 3 §4.3, §4.6, §4.7, §4.8)."""
+    cdef bint user = c.cpl == 3 and not c.sys_access
+    cdef uint32_t err = (PF_W if is_write else 0) | (PF_U if user else 0)
+    cdef uint32_t pde_gpa = (c.cr3 & 0xFFFFF000U) | ((gla >> 20) & 0xFFC)
+    cdef uint32_t pde = phys_rd32(c, pde_gpa)
+    cdef uint32_t pte_gpa, pte, rw, us
+    cdef bint big
+    c.n_page_walks += 1
+    if not (pde & PTE_P):
+        return page_fault(c, gla, err)
+    big = (c.cr4 & CR4_PSE) != 0 and (pde & PTE_PS) != 0
+    if big:
+        pte = pde
+        rw = pde & PTE_RW
+        us = pde & PTE_US
+    else:
+        pte_gpa = (pde & 0xFFFFF000U) | ((gla >> 10) & 0xFFC)
+        pte = phys_rd32(c, pte_gpa)
+        if not (pte & PTE_P):
+            return page_fault(c, gla, err)
+        rw = pde & pte & PTE_RW
+        us = pde & pte & PTE_US
+    if user:
+        if not us or (is_write and not rw):
+            return page_fault(c, gla, err | PF_P)
+    elif is_write and not rw and (c.cr0 & CR0_WP):
+        return page_fault(c, gla, err | PF_P)
+    # accessed bits on the way down, dirty on a write (SDM Vol. 3 §4.8)
+    if not big and not (pde & PTE_A):
+        phys_wr32(c, pde_gpa, pde | PTE_A)
+    if not (pte & PTE_A) or (is_write and not (pte & PTE_D)):
+        pte |= PTE_A | (PTE_D if is_write else 0)
+        phys_wr32(c, pde_gpa if big else pte_gpa, pte)
+    if big:
+        gpa[0] = (pte & 0xFFC00000U) | (gla & 0x3FFFFF)
+    else:
+        gpa[0] = (pte & 0xFFFFF000U) | (gla & 0xFFF)
+    # a fast write needs the dirty bit already set and the right to write at this privilege
+    writable[0] = 1 if (pte & PTE_D) and (rw or (not user and not (c.cr0 & CR0_WP))) else 0
+    is_global[0] = 1 if (pte & PTE_G) and (c.cr4 & CR4_PGE) else 0
+    return 0
+
+cdef inline int translate_full(Cpu* c, uint32_t gla, int is_write, uint32_t* gpa, uint32_t* writable,
+                               uint32_t* is_global) noexcept nogil:
+    if c.cr0 & CR0_PG:
+        return page_walk(c, gla, is_write, gpa, writable, is_global)
+    gpa[0] = gla
+    writable[0] = 1
+    is_global[0] = 0
+    return 0
 
 cdef inline int translate(Cpu* c, uint32_t gla, uint32_t* gpa) noexcept nogil:
-    """gla -> gpa. Paging off: identity (SDM Vol. 3 §4.1.1)."""
-    gpa[0] = gla
-    return 0
+    """gla -> gpa for a read (instruction fetch, code tracking)."""
+    cdef uint32_t w, g
+    return translate_full(c, gla, 0, gpa, &w, &g)
 
 cdef inline uint64_t chunk_bits(uint32_t off, uint32_t size) noexcept nogil:
     """code_map bits covering page offsets [off, off + size)."""
@@ -55,7 +193,8 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
                 v |= (off & 0xFF) << (8 * k)
             val[0] = v
         return 0
-    if translate(c, gla, &gpa):
+    cdef uint32_t writable, is_global
+    if translate_full(c, gla, is_write, &gpa, &writable, &is_global):
         return RC_FAULT
     c.n_tlb_misses += 1
     if gpa >= c.ram_size or c.ram_size - gpa < size:
@@ -162,8 +301,14 @@ cdef inline int wr_sz(Cpu* c, uint32_t gla, int sz, uint32_t v) noexcept nogil:
     return wr32(c, gla, v)
 
 cdef int fetch8(Cpu* c, uint32_t gla) noexcept nogil:
-    """One code byte for the decoder; all ones where there is no RAM."""
-    cdef uint32_t gpa
-    if translate(c, gla, &gpa) or gpa >= c.ram_size:
+    """One code byte for the decoder; all ones where there is no RAM; -1 if the
+    page does not translate (the fault is raised when the instruction runs)."""
+    cdef uint32_t gpa, w, g
+    cdef uint32_t saved_cr2 = c.cr2
+    if translate_full(c, gla, 0, &gpa, &w, &g):
+        c.cr2 = saved_cr2
+        c.n_page_faults -= 1
+        return -1
+    if gpa >= c.ram_size:
         return 0xFF
     return c.ram[gpa]

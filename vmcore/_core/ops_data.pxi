@@ -117,8 +117,14 @@ cdef int h_PUSHF(Cpu* c, Insn* i) noexcept nogil:
     return push(c, opsz(i), get_eflags(c) & ~<uint32_t>(FL_VM | FL_RF))
 
 cdef uint32_t popf_mask(Cpu* c, int sz) noexcept nogil:
-    """Bits POPF may change at CPL 0 (SDM POPF): not VM, RF, VIF, VIP."""
-    cdef uint32_t m = FL_ARITH | FL_TF | FL_IF | FL_DF | FL_IOPL | FL_NT | FL_AC | FL_ID
+    """Bits POPF may change (SDM POPF): never VM, RF, VIF, VIP; IOPL only at CPL 0;
+    IF only at CPL <= IOPL. This is the sensitive, unprivileged behaviour: at CPL > 0
+    POPF silently keeps IF."""
+    cdef uint32_t m = FL_ARITH | FL_TF | FL_DF | FL_NT | FL_AC | FL_ID
+    if not c.pe or c.cpl == 0:
+        m |= FL_IOPL
+    if not c.pe or c.cpl <= ((c.eflags >> 12) & 3):
+        m |= FL_IF
     if sz == 1:
         m &= 0xFFFF
     return m
@@ -164,7 +170,9 @@ cdef int h_FLAG_OP(Cpu* c, Insn* i) noexcept nogil:
     return RC_NEXT
 
 cdef int h_CLI_STI(Cpu* c, Insn* i) noexcept nogil:
-    """FA CLI / FB STI (op = 1) at CPL 0 (protection checks come with the system architecture)."""
+    """FA CLI / FB STI (op = 1): #GP(0) if CPL > IOPL in protected mode."""
+    if c.pe and c.cpl > ((c.eflags >> 12) & 3):
+        return fault_err(c, EXC_GP, 0)
     if i.op:
         c.eflags |= FL_IF
     else:

@@ -21,14 +21,18 @@ cdef inline void seg_load_real(Cpu* c, int idx, uint32_t sel) noexcept nogil:
 
 cdef int read_descriptor(Cpu* c, uint32_t sel, uint32_t* lo, uint32_t* hi, uint32_t* gla) noexcept nogil:
     """The 8-byte descriptor named by sel from the GDT or LDT; #GP(sel) beyond the table."""
-    cdef uint32_t base = c.ldtr_base if sel & 4 else c.gdtr_base
-    cdef uint32_t limit = c.ldtr_limit if sel & 4 else c.gdtr_limit
+    cdef uint32_t base = c.ldtr.base if sel & 4 else c.gdtr_base
+    cdef uint32_t limit = c.ldtr.limit if sel & 4 else c.gdtr_limit
+    cdef int rc
+    if (sel & 4) and (c.ldtr.sel & 0xFFFC) == 0:
+        return fault_err(c, EXC_GP, sel & 0xFFFC)
     if (sel | 7) > limit:
         return fault_err(c, EXC_GP, sel & 0xFFFC)
     gla[0] = base + (sel & 0xFFF8)
-    if rd32(c, gla[0], lo) or rd32(c, gla[0] + 4, hi):
-        return RC_FAULT
-    return 0
+    c.sys_access += 1
+    rc = rd32(c, gla[0], lo) or rd32(c, gla[0] + 4, hi)
+    c.sys_access -= 1
+    return RC_FAULT if rc else 0
 
 cdef void seg_from_descriptor(Seg* s, uint32_t sel, uint32_t lo, uint32_t hi) noexcept nogil:
     s.sel = <uint16_t>sel
@@ -76,7 +80,10 @@ cdef int seg_load_pm(Cpu* c, int idx, uint32_t sel) noexcept nogil:
             return fault_err(c, EXC_NP, sel & 0xFFFC)
     if not (hi & 0x100):
         hi |= 0x100                     # accessed
-        if wr32(c, gla + 4, hi):
+        c.sys_access += 1
+        typ = wr32(c, gla + 4, hi)
+        c.sys_access -= 1
+        if typ:
             return RC_FAULT
     seg_from_descriptor(s, sel, lo, hi)
     if idx == S_SS:

@@ -1,11 +1,39 @@
 # I/O, processor identification, time stamp, halt, and the handlers for opcodes
 # that are undefined (#UD) or not implemented yet (an exit, never a guess).
 
+cdef int io_allowed(Cpu* c, uint32_t port, uint32_t size) noexcept nogil:
+    """CPL <= IOPL, or every bit of the port's bytes clear in the TSS I/O permission
+    bitmap (SDM Vol. 1 §19.5); otherwise #GP(0)."""
+    cdef uint32_t base, off, bits, la
+    if not c.pe or (c.cpl <= ((c.eflags >> 12) & 3) and not (c.eflags & FL_VM)):
+        return 0
+    if (c.tr.attr & 0x0F) != 0x0B or c.tr.limit < 0x67:
+        return fault_err(c, EXC_GP, 0)      # no 32-bit TSS, so no bitmap
+    c.sys_access += 1
+    if rd16(c, c.tr.base + 0x66, &base):
+        c.sys_access -= 1
+        return RC_FAULT
+    off = base + (port >> 3)
+    if off + 1 > c.tr.limit:
+        c.sys_access -= 1
+        return fault_err(c, EXC_GP, 0)
+    la = c.tr.base + off
+    if rd16(c, la, &bits):
+        c.sys_access -= 1
+        return RC_FAULT
+    c.sys_access -= 1
+    if (bits >> (port & 7)) & ((1 << size) - 1):
+        return fault_err(c, EXC_GP, 0)
+    return 0
+
 cdef int h_IO(Cpu* c, Insn* i) noexcept nogil:
     """E4-E7 (port imm8), EC-EF (port DX). op bit 0: OUT; imm2 = size index.
     Device I/O is the monitor's: the engine exits and run() is resumed after it."""
     cdef int sz = i.imm2
-    c.io_port = i.imm if i.op & 2 else (c.regs[R_EDX] & 0xFFFF)
+    cdef uint32_t port = i.imm if i.op & 2 else (c.regs[R_EDX] & 0xFFFF)
+    if io_allowed(c, port, 1 << sz):
+        return RC_FAULT
+    c.io_port = port
     c.io_size = 1 << sz
     c.io_is_in = 0 if i.op & 1 else 1
     c.io_value = getr_sz(c, R_EAX, sz) if i.op & 1 else 0
@@ -13,7 +41,9 @@ cdef int h_IO(Cpu* c, Insn* i) noexcept nogil:
     return RC_EXIT
 
 cdef int h_HLT(Cpu* c, Insn* i) noexcept nogil:
-    """F4 (CPL 0)."""
+    """F4: privileged (#GP(0) above CPL 0)."""
+    if need_cpl0(c):
+        return RC_FAULT
     c.exit_reason = EXIT_HLT
     return RC_EXIT
 
@@ -36,8 +66,10 @@ cdef int h_CPUID(Cpu* c, Insn* i) noexcept nogil:
 
 cdef int h_RDTSC(Cpu* c, Insn* i) noexcept nogil:
     """0F 31: a virtual time stamp counter that counts guest instructions, so
-    that runs are reproducible."""
+    that runs are reproducible. #GP(0) above CPL 0 with CR4.TSD."""
     cdef uint64_t tsc = c.icount
+    if (c.cr4 & CR4_TSD) and c.pe and c.cpl != 0:
+        return fault_err(c, EXC_GP, 0)
     if c.cur_block != NULL:
         tsc += <uint64_t>(i - c.cur_block.insns)
     c.regs[R_EAX] = <uint32_t>tsc
