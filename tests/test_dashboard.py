@@ -197,6 +197,25 @@ def test_bt_over_bare_is_computed_when_both_modes_are_in_a_run(stored, tmp_path)
     assert rows["sieve", "bare"].meets_bar == (bare["extra_info"]["slowdown_vs_native"] <= bench.DEFAULT_BAR)
 
 
+def test_a_benchmark_without_the_keys_is_still_shown(stored, tmp_path):
+    """A benchmark someone adds without vmcore's extra_info gets its chart and row, named by its test."""
+    from vmcore import dashboard
+
+    storage, _ = stored
+    copy = tmp_path / "storage"
+    shutil.copytree(storage, copy)
+    path = sorted(copy.glob("*/0003_*.json"))[0]
+    data = json.loads(path.read_text())
+    plain = json.loads(json.dumps(data["benchmarks"][0]))
+    plain.update(name="test_other", fullname="bench/test_other.py::test_other", extra_info={})
+    data["benchmarks"].append(plain)
+    path.write_text(json.dumps(data))
+    text = dashboard.build(copy)
+    assert 'id="series-bench-test_other.py-test_other"' in text
+    assert 'data-bench="bench/test_other.py::test_other"' in text
+    assert bench.fmt_seconds(plain["stats"]["median"]) in text
+
+
 def _fake_run(storage, scale, number):
     """A copy of the latest stored run with every time multiplied by ``scale``, stored as run ``number``."""
     src = bench.load_runs(storage)[-1]

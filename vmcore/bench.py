@@ -104,6 +104,8 @@ def size_label(extra_info: dict) -> str:
 
     w = workloads.WORKLOADS.get(extra_info.get("workload"))
     size = extra_info.get("size")
+    if size is None:
+        return "-"
     if w is not None:
         for label, value in w.sizes.items():
             if value == size:
@@ -214,7 +216,7 @@ def rows_of(run: Run, runs: Iterable[Run] = (), bar: float = DEFAULT_BAR,
             if prev_median:
                 change = st["median"] / prev_median * 100 - 100
         rows.append(Row(
-            key=key, name=b.get("fullname", b.get("name", "?")), workload=workload, mode=ei.get("mode", "?"),
+            key=key, name=b.get("fullname", b.get("name", "?")), workload=workload, mode=ei.get("mode", ""),
             size=ei.get("size"), size_label=size_label(ei), median=st["median"], min=st["min"], max=st["max"],
             rounds=st.get("rounds", 0), guest_instructions=ei.get("guest_instructions"),
             guest_mips=ei.get("guest_mips"), native_seconds=ei.get("native_seconds"), slowdown=slowdown,

@@ -73,6 +73,7 @@ class _Hook:
 
 
 _REG8 = {"al": (0, 0), "cl": (1, 0), "dl": (2, 0), "bl": (3, 0), "ah": (0, 8), "ch": (1, 8), "dh": (2, 8), "bh": (3, 8)}
+_CREGS = {"cr0": 0, "cr2": 2, "cr3": 3, "cr4": 4}
 _REG16 = {"ax": 0, "cx": 1, "dx": 2, "bx": 3, "sp": 4, "bp": 5, "si": 6, "di": 7}
 
 
@@ -146,6 +147,10 @@ class Machine:
             return (self._engine.reg_get(idx) >> shift) & 0xFF
         if n in SEG_NAMES:
             return self._engine.seg_get(SEG_NAMES.index(n))[0]
+        if n in _CREGS:
+            return self._engine.cr_get(_CREGS[n])
+        if n == "cpl":
+            return self._engine.cpl
         raise ConfigError(f"unknown register {name!r}")
 
     def reset(self) -> None:
@@ -168,6 +173,11 @@ class Machine:
             idx, shift = _REG8[n]
             old = self._engine.reg_get(idx)
             self._engine.reg_set(idx, (old & ~(0xFF << shift) & 0xFFFFFFFF) | ((value & 0xFF) << shift))
+        elif n in _CREGS:
+            try:
+                self._engine.cr_set(_CREGS[n], value)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         elif n in SEG_NAMES:
             # loaded as MOV Sreg would: real mode base = selector * 16; protected mode
             # reads the descriptor (and CS only in real mode)

@@ -202,6 +202,9 @@ cdef class Engine:
         seg_set_limits(&self.c.seg[index])
         if index == S_CS:
             self.c.code32 = 1 if attr & 0x4000 else 0
+            if self.c.pe:
+                self.c.cpl = sel & 3
+                tlb_select(self.c)
         elif index == S_SS:
             self.c.ss32 = 1 if attr & 0x4000 else 0
             self.c.ss_mask = 0xFFFFFFFFU if self.c.ss32 else 0xFFFF
@@ -221,6 +224,35 @@ cdef class Engine:
     property real_mode:
         def __get__(self):
             return not self.c.pe
+
+    property cpl:
+        def __get__(self):
+            return self.c.cpl
+
+    def cr_get(self, int n):
+        return (self.c.cr0, 0, self.c.cr2, self.c.cr3, self.c.cr4)[n]
+
+    def cr_set(self, int n, uint32_t value):
+        """Write CR0, CR2, CR3 or CR4 as MOV CRn would at CPL 0; ValueError if it would #GP."""
+        if n == 0:
+            if write_cr0(self.c, value):
+                raise ValueError(f"CR0 value {value:#x} is invalid (#GP)")
+        elif n == 2:
+            self.c.cr2 = value
+        elif n == 3:
+            self.c.cr3 = value & 0xFFFFF018U
+            tlb_flush_nonglobal(self.c)
+        elif n == 4:
+            if value & ~<uint32_t>(CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE):
+                raise ValueError(f"CR4 value {value:#x} sets bits this CPU does not have (#GP)")
+            self.c.cr4 = value
+            tlb_flush_all(self.c)
+        else:
+            raise ValueError(f"no CR{n}")
+
+    def gdtr_set(self, uint32_t base, uint32_t limit):
+        self.c.gdtr_base = base
+        self.c.gdtr_limit = limit
 
     def idtr_set(self, uint32_t base, uint32_t limit):
         self.c.idtr_base = base
@@ -275,6 +307,8 @@ cdef class Engine:
             "tlb_hits": c.n_tlb_hits,
             "tlb_misses": c.n_tlb_misses,
             "tlb_flushes": c.n_tlb_flushes,
+            "page_walks": c.n_page_walks,
+            "page_faults": c.n_page_faults,
             "unmapped_reads": c.n_unmapped_reads,
             "unmapped_writes": c.n_unmapped_writes,
             "smc_invalidations": c.n_smc_invalidations,

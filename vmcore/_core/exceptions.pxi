@@ -39,39 +39,12 @@ cdef int deliver_real(Cpu* c, int vector) noexcept nogil:
 
 cdef int deliver_once(Cpu* c, int vector, bint has_err, uint32_t err, bint soft) noexcept nogil:
     """Push the frame and enter the handler; RC_FAULT with a new exception if that fails."""
-    cdef uint32_t lo, hi, typ, sel, offset, eflags
-    cdef uint32_t ext = 0 if soft else 1
-    cdef uint32_t old_esp = c.regs[R_ESP]
     if not c.pe:
         return deliver_real(c, vector)
     if c.eflags & FL_VM:
-        c.exit_reason = EXIT_UNIMPLEMENTED      # virtual-8086 interrupts: system architecture
+        c.exit_reason = EXIT_UNIMPLEMENTED      # virtual-8086 interrupts
         return RC_EXIT_BEFORE
-    if <uint32_t>vector * 8 + 7 > c.idtr_limit:
-        return gate_fault(c, EXC_GP, ext, vector * 8 + 2 + ext)
-    if rd32(c, c.idtr_base + vector * 8, &lo) or rd32(c, c.idtr_base + vector * 8 + 4, &hi):
-        return RC_FAULT
-    typ = (hi >> 8) & 0x1F
-    if typ != 0x0E and typ != 0x0F:
-        # task gates and 16-bit gates belong to the full system architecture
-        return gate_fault(c, EXC_GP, ext, vector * 8 + 2 + ext)
-    if not (hi & 0x8000):
-        return gate_fault(c, EXC_NP, ext, vector * 8 + 2 + ext)
-    sel = lo >> 16
-    offset = (lo & 0xFFFF) | (hi & 0xFFFF0000U)
-    eflags = get_eflags(c)
-    if push(c, 2, eflags) or push(c, 2, c.seg[S_CS].sel) or push(c, 2, c.eip):
-        c.regs[R_ESP] = old_esp
-        return RC_FAULT
-    if has_err and push(c, 2, err):
-        c.regs[R_ESP] = old_esp
-        return RC_FAULT
-    c.eflags &= ~<uint32_t>(FL_TF | FL_NT | FL_RF | FL_VM)
-    if typ == 0x0E:
-        c.eflags &= ~<uint32_t>FL_IF
-    c.seg[S_CS].sel = (sel & 0xFFFC) | c.cpl
-    c.eip = offset
-    return 0
+    return deliver_pm(c, vector, has_err, err, soft)
 
 cdef int deliver_exception(Cpu* c) noexcept nogil:
     """Deliver cpu.exc_vector. Returns 1 if the run must end (triple fault)."""

@@ -157,10 +157,13 @@ cdef int far_transfer(Cpu* c, Insn* i, uint32_t sel, uint32_t off, int sz, bint 
         return RC_FAULT
     typ = (hi >> 8) & 0x1F
     dpl = (hi >> 13) & 3
+    if typ == 0x0C or typ == 0x04:
+        return call_gate(c, i, sel, lo, hi, is_call)
     if (typ & 0x18) != 0x18:
-        # call gates, task gates and TSS descriptors: the system architecture's
-        c.exit_reason = EXIT_UNIMPLEMENTED
-        return RC_EXIT_BEFORE
+        if typ == 0x05 or typ == 0x09 or typ == 0x01:
+            c.exit_reason = EXIT_UNIMPLEMENTED      # task gates and TSSs: task switching
+            return RC_EXIT_BEFORE
+        return fault_err(c, EXC_GP, sel & 0xFFFC)
     if typ & 0x04:
         if dpl > c.cpl:
             return fault_err(c, EXC_GP, sel & 0xFFFC)
@@ -201,19 +204,23 @@ cdef int h_RETF(Cpu* c, Insn* i) noexcept nogil:
         return RC_FAULT
     sel &= 0xFFFF
     if c.pe and not (c.eflags & FL_VM):
-        if (sel & 3) != c.cpl:
-            c.exit_reason = EXIT_UNIMPLEMENTED      # return to an outer ring
-            return RC_EXIT_BEFORE
+        if (sel & 3) < c.cpl:
+            return fault_err(c, EXC_GP, sel & 0xFFFC)
         if (sel & 0xFFFC) == 0:
             return fault_err(c, EXC_GP, 0)
         if read_descriptor(c, sel, &lo, &hi, &gla):
             return RC_FAULT
         typ = (hi >> 8) & 0x1F
         dpl = (hi >> 13) & 3
-        if (typ & 0x18) != 0x18 or ((typ & 0x04) and dpl > c.cpl) or (not (typ & 0x04) and dpl != c.cpl):
+        if (typ & 0x18) != 0x18 or ((typ & 0x04) and dpl > (sel & 3)) or (not (typ & 0x04) and dpl != (sel & 3)):
             return fault_err(c, EXC_GP, sel & 0xFFFC)
         if not (hi & 0x8000):
             return fault_err(c, EXC_NP, sel & 0xFFFC)
+        if (sel & 3) > c.cpl:
+            # to an outer ring: ESP and SS follow the return address and the released bytes
+            if return_outer(c, esp + 2 * step + i.imm, sz, sel, off, lo, hi, i.imm):
+                return RC_FAULT
+            return RC_BRANCH
         seg_from_descriptor(&c.seg[S_CS], sel, lo, hi)
         c.code32 = 1 if hi & 0x400000 else 0
     else:
@@ -241,21 +248,22 @@ cdef int h_IRET(Cpu* c, Insn* i) noexcept nogil:
         # EFLAGS <- (temp AND 257FD5H) OR (EFLAGS AND 1A0000H) for 32 bits; FLAGS for 16
         mask = 0x257FD5 if sz == 2 else 0x7FD5
     else:
-        if (sel & 3) != c.cpl or (sz == 2 and (fl & FL_VM)):
-            c.exit_reason = EXIT_UNIMPLEMENTED
+        if sz == 2 and (fl & FL_VM) and c.cpl == 0:
+            c.exit_reason = EXIT_UNIMPLEMENTED      # return to virtual-8086 mode
             return RC_EXIT_BEFORE
+        if (sel & 3) < c.cpl:
+            return fault_err(c, EXC_GP, sel & 0xFFFC)
         if (sel & 0xFFFC) == 0:
             return fault_err(c, EXC_GP, 0)
         if read_descriptor(c, sel, &lo, &hi, &gla):
             return RC_FAULT
         typ = (hi >> 8) & 0x1F
         dpl = (hi >> 13) & 3
-        if (typ & 0x18) != 0x18 or ((typ & 0x04) and dpl > c.cpl) or (not (typ & 0x04) and dpl != c.cpl):
+        if (typ & 0x18) != 0x18 or ((typ & 0x04) and dpl > (sel & 3)) or (not (typ & 0x04) and dpl != (sel & 3)):
             return fault_err(c, EXC_GP, sel & 0xFFFC)
         if not (hi & 0x8000):
             return fault_err(c, EXC_NP, sel & 0xFFFC)
-        seg_from_descriptor(&c.seg[S_CS], sel, lo, hi)
-        c.code32 = 1 if hi & 0x400000 else 0
+        # the flags a return may change are decided by the privilege it returns from
         mask = FL_ARITH | FL_TF | FL_DF | FL_NT | FL_RF | FL_AC | FL_ID
         if c.cpl == 0:
             mask |= FL_IOPL
@@ -263,6 +271,13 @@ cdef int h_IRET(Cpu* c, Insn* i) noexcept nogil:
             mask |= FL_IF
         if sz == 1:
             mask &= 0xFFFF
+        if (sel & 3) > c.cpl:
+            set_eflags(c, fl, mask)
+            if return_outer(c, esp + 3 * step, sz, sel, off, lo, hi, 0):
+                return RC_FAULT
+            return RC_BRANCH
+        seg_from_descriptor(&c.seg[S_CS], sel, lo, hi)
+        c.code32 = 1 if hi & 0x400000 else 0
     set_eflags(c, fl, mask)
     c.regs[R_ESP] = (esp & ~c.ss_mask) | ((esp + 3 * step) & c.ss_mask)
     c.eip = off & 0xFFFF if sz == 1 else off
