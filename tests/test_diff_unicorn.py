@@ -1196,7 +1196,11 @@ def report(p: Program, what: str, a: State, b: State, undef: int, a_name="vmcore
         out.append(f"unicorn: {regfile(us)}")
         out.append("listing around it:\n" + listing(p, mark=pc, around=12))
     elif b_name == "unicorn":
-        out.append("(lock step found no divergence: the difference depends on how the run is split)")
+        stepped = run_vmcore_stepped(p)
+        same = not differences(a, stepped, undef)
+        out.append("(lock step found no divergence: the difference depends on how the run is split; "
+                   f"vmcore block-run vs vmcore single-stepped: {'same' if same else 'DIFFERENT'}, so "
+                   f"{'Unicorn in block mode' if same else 'vmcore in block mode'} is the odd one out)")
     out.append(f"final {a_name}:  {regfile(a)}")
     out.append(f"final {b_name}: {regfile(b)}")
     out.append("initial: " + "  ".join(f"{n}={p.regs[n]:08x}" for n in REG32 + ("eflags",)))
@@ -1216,10 +1220,28 @@ def _budget():
     return int(float(os.environ.get("VMCORE_DIFF_INSNS", DEFAULT_INSNS)))
 
 
+def triage(p: Program, a: State, undef: int):
+    """A final-state mismatch against Unicorn run as translation blocks. Unicorn 2.1.4's TCG loses
+    the lazily kept flags in a few block-internal cases that single-stepping does not hit (seen:
+    a LOOPE/LOOPNE falling through with ECX = 0, and CMPXCHG8B, both clobber CF PF AF SF OF).
+    So: if vmcore matches Unicorn instruction by instruction (lock step, both single-stepped) and
+    vmcore's own block-run result equals its single-stepped one, the odd one out is Unicorn's
+    block mode and the program is not held against vmcore. Returns None (benign) or the lock
+    step's finding."""
+    found = lock_step(p)
+    if found is not None:
+        return found
+    stepped = run_vmcore_stepped(p)
+    if differences(a, stepped, undef):
+        return "vmcore block-run differs from vmcore single-stepped"
+    return None
+
+
 def run_campaign(first_seed: int, target_insns: int, max_failures: int = 3):
     executed = 0
     programs = 0
     failures = []
+    benign = []
     seed = first_seed
     while executed < target_insns:
         p = generate(seed)
@@ -1228,10 +1250,16 @@ def run_campaign(first_seed: int, target_insns: int, max_failures: int = 3):
         executed += a.instructions
         programs += 1
         if differences(a, b, undef):
-            failures.append(report(p, "vmcore vs unicorn", a, b, undef))
-            if len(failures) >= max_failures:
-                break
+            if triage(p, a, undef) is None:
+                benign.append(seed)
+            else:
+                failures.append(report(p, "vmcore vs unicorn", a, b, undef))
+                if len(failures) >= max_failures:
+                    break
         seed += 1
+    if benign:
+        sys.stderr.write(f"[diff: {len(benign)} program(s) where only Unicorn's block mode disagreed "
+                         f"(vmcore matched single-stepped Unicorn): seeds {benign[:10]}]\n")
     return executed, programs, failures
 
 

@@ -168,6 +168,9 @@ def test_exception_delivered_through_idt():
     gate = struct.pack("<HHBBH", handler & 0xFFFF, 0x08, 0, 0x8E, handler >> 16)   # 32-bit interrupt gate
     # 31 c9   xor ecx, ecx ; f7 f1   div ecx ; f4
     m = machine(bytes.fromhex("31c9 f7f1 f4"))
+    gdt = bytes(8) + struct.pack("<HHBBBB", 0xFFFF, 0, 0, 0x9A, 0xCF, 0)    # 0x08: flat ring-0 code
+    m.mem_write(0x500, gdt)
+    m._engine.gdtr_set(0x500, len(gdt) - 1)
     m.mem_write(idt, gate)
     m.mem_write(handler, bytes.fromhex("f4"))           # the handler halts
     m._engine.idtr_set(idt, 8 * 32 - 1)

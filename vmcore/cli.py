@@ -23,7 +23,7 @@ from vmcore.machine import Exit, Machine
 
 # process exit status for each way a run ends (DEBUG_EXIT: the guest's own value)
 STATUS = {Exit.HLT: 0, Exit.SHUTDOWN: 3, Exit.BUDGET: 4, Exit.TIMEOUT: 4, Exit.UNTIL: 0, Exit.STOPPED: 0,
-          Exit.UNIMPLEMENTED: 5}
+          Exit.UNIMPLEMENTED: 5, Exit.RESET: 7}
 STATUS_MISMATCH = 6
 
 
@@ -82,7 +82,13 @@ def _status(text: str):
 
 def cmd_run(args) -> int:
     target = args.target
-    is_workload = target in workloads.WORKLOADS
+    if args.bios is not None:
+        if target is not None:
+            raise VmError("give either a target or --bios, not both")
+        target = args.bios
+    elif target is None:
+        raise VmError("nothing to run: give a workload name, an ELF path or --bios FILE")
+    is_workload = args.bios is None and target in workloads.WORKLOADS
     if is_workload:
         size = _size_of(target, args.size)
         elf = workloads.guest_elf(target)
@@ -94,7 +100,10 @@ def cmd_run(args) -> int:
         memory = args.memory
         size = None
     m = Machine(memory_mb=memory, mode=args.mode)
-    m.load_multiboot(elf, cmdline=cmdline)
+    if args.bios is not None:
+        m.load_bios(elf)
+    else:
+        m.load_multiboot(elf, cmdline=cmdline)
     trace = set(filter(None, (args.debug or "").split(",")))
     if "exits" in trace:
         m.exit_trace = lambda text: print(f"  exit: {text}", file=sys.stderr)
@@ -171,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vmcore", description="IA-32 virtual machine monitor")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a workload (by name) or a multiboot ELF (by path)")
-    r.add_argument("target", help="workload name (see `vmcore list`) or path to a multiboot ELF")
+    r.add_argument("target", nargs="?", help="workload name (see `vmcore list`) or path to a multiboot ELF")
+    r.add_argument("--bios", default=None, metavar="FILE",
+                   help="boot a ROM image from the reset vector instead (like QEMU's -bios)")
     r.add_argument("--memory", type=int, default=64, help="guest RAM in MiB (default 64)")
     r.add_argument("--count", type=int, default=None, help="stop after this many guest instructions")
     r.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")

@@ -14,8 +14,9 @@ from typing import Callable
 import numpy as np
 
 from vmcore._core._core import Engine, REG_NAMES, SEG_NAMES
-from vmcore.devices import DebugConsole, DebugExit, PortBus, Uart16550
+from vmcore.devices import DebugConsole, DebugExit, KeyboardController, PortBus, SystemControlPortA, Uart16550
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
+from vmcore.loaders.flat import load_flat
 from vmcore.loaders.multiboot import load_multiboot
 
 MODES = ("bare",)
@@ -46,6 +47,7 @@ class Exit(enum.Enum):
     UNTIL = "until"               # EIP reached `until`
     STOPPED = "stopped"           # Machine.stop() from a hook
     UNIMPLEMENTED = "unimplemented"  # a valid instruction the engine does not implement yet
+    RESET = "reset"               # the guest pulsed the CPU reset line (8042 or port 0x92)
 
 
 @dataclass
@@ -105,6 +107,8 @@ class Machine:
         self._hooks: list[_Hook] = []
         self._stop_requested = False
         self._debug_exit_status: int | None = None
+        self._reset_requested = False
+        self.rom = None
         self._exits = {e: 0 for e in ("io", "hlt", "budget", "shutdown", "until", "unimplemented")}
         self.bus = PortBus()
         self.uart = Uart16550(sink=self._console.extend)
@@ -112,6 +116,8 @@ class Machine:
             self.bus.attach(0xE9, 1, DebugConsole(sink=self._console.extend), name="debugcon")
             self.bus.attach(0xF4, 4, DebugExit(on_exit=self._on_debug_exit), name="debug-exit")
             self.bus.attach(0x3F8, 8, self.uart, name="com1")
+            self.bus.attach(0x92, 1, SystemControlPortA(self._engine.set_a20, self._on_reset), name="port-a")
+            self.bus.attach(0x60, 5, KeyboardController(self._engine.set_a20, self._on_reset), name="i8042")
         self.boot_info = None
         self.exit_trace: Callable[[str], None] | None = None   # called with a line per engine exit
 
@@ -157,6 +163,15 @@ class Machine:
         """The CPU's power-on state: real mode, CS:IP = F000:FFF0 (linear FFFFFFF0h)."""
         self._engine.reset_real()
 
+    def raise_irq(self, vector: int) -> None:
+        """Deliver an external interrupt with this vector at the next instruction boundary
+        where the guest has interrupts enabled (the interrupt controller's side of INTR)."""
+        self._engine.raise_irq(vector)
+
+    @property
+    def a20(self) -> bool:
+        return self._engine.a20
+
     def reg_write(self, name: str, value: int) -> None:
         n = name.lower()
         value &= 0xFFFFFFFF
@@ -201,6 +216,25 @@ class Machine:
         self.reg_write("eip", boot.entry_gla)
         self.boot_info = boot
 
+    def load_bios(self, path) -> None:
+        """Map a ROM image (a multiple of 64 KiB, at most 1 MiB) at the top of the 4 GiB
+        space and its last 128 KiB below 1 MiB, as a PC does, and reset the CPU so that it
+        starts at the reset vector F000:FFF0 (like QEMU's -bios)."""
+        from vmcore.errors import LoaderError
+        from pathlib import Path
+
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise LoaderError(f"{p}: cannot read the ROM image: {e.strerror}") from None
+        if not data or len(data) % 0x10000 or len(data) > 0x100000:
+            raise LoaderError(f"{p}: a ROM image must be a non-empty multiple of 64 KiB up to 1 MiB, "
+                              f"not {len(data)} bytes")
+        self.rom = np.frombuffer(bytearray(data), dtype=np.uint8)
+        self._engine.map_rom(self.rom)
+        self.reset()
+
     # ---- hooks --------------------------------------------------------------------------
     def hook_add(self, kind: int, callback: Callable, begin: int = 0, end: int = 0xFFFF) -> _Hook:
         """HOOK_IO_OUT: callback(machine, port, size, value); HOOK_IO_IN: callback(machine, port, size)
@@ -220,6 +254,9 @@ class Machine:
 
     def _on_debug_exit(self, status: int) -> None:
         self._debug_exit_status = status
+
+    def _on_reset(self) -> None:
+        self._reset_requested = True
 
     def _do_io(self) -> None:
         port, size, is_in, value = self._engine.io_request()
@@ -273,6 +310,9 @@ class Machine:
                     if self._debug_exit_status is not None:
                         exit_kind = Exit.DEBUG_EXIT
                         reason = f"guest wrote to the debug-exit port: status {self._debug_exit_status}"
+                    elif self._reset_requested:
+                        self._reset_requested = False
+                        exit_kind, reason = Exit.RESET, "the guest pulsed the CPU reset line"
                 elif code == _EXIT_HLT:
                     self._exits["hlt"] += 1
                     exit_kind, reason = Exit.HLT, f"HLT at eip={engine.eip - 1:#x}"

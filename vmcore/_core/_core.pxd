@@ -149,8 +149,19 @@ cdef struct Cpu:
     uint32_t io_next_eip
     uint32_t until_eip
     int until_active
+    # external interrupts (SDM Vol. 3 §6.8): a vector waiting for IF = 1 at an instruction boundary
+    int irq_pending
+    int irq_vector
+    int int_shadow      # STI / MOV SS / POP SS: no interrupt before the next instruction
+    uint32_t a20_mask   # 0xFFEFFFFF while the A20 gate is closed
+    # ROM: mapped at the top of the 4 GiB space, and (read-only) below 1 MiB
+    uint8_t* rom
+    uint32_t rom_size
+    uint32_t rom_low_gpa
     # counters
     uint64_t icount
+    uint64_t n_irqs
+    uint64_t n_rom_writes
     uint64_t n_blocks_decoded
     uint64_t n_block_lookups
     uint64_t n_chain_hits

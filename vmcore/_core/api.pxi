@@ -22,6 +22,7 @@ cdef class Engine:
     """
     cdef Cpu* c
     cdef object ram
+    cdef object rom_ref
     cdef uint8_t[::1] ram_view
 
     def __cinit__(self, ram):
@@ -48,6 +49,7 @@ cdef class Engine:
         self.c.htab = <Block**>calloc(HASH_SIZE, sizeof(Block*))
         if not (self.c.code_map and self.c.blocks and self.c.insn_pool and self.c.htab):
             raise MemoryError("block cache")
+        self.c.a20_mask = 0xFFFFFFFFU       # A20 open, as QEMU's PC starts
         tlb_flush_all(self.c)
         self.c.n_tlb_flushes = 0
         self.set_cpu_model("i686")
@@ -99,6 +101,8 @@ cdef class Engine:
         self.c.msr_apic_base = 0xFEE00900ULL
         self.c.exc_soft = 0
         self.c.io_string = 0
+        self.c.irq_pending = 0
+        self.c.int_shadow = 0
 
     def reset_real(self):
         """The processor's state after RESET (SDM Vol. 3 §9.1.1, Table 9-1): real mode,
@@ -250,6 +254,44 @@ cdef class Engine:
         else:
             raise ValueError(f"no CR{n}")
 
+    def raise_irq(self, int vector):
+        """An external interrupt: delivered through the IDT (IVT) at the next instruction
+        boundary where IF = 1 and no STI/MOV SS shadow is in effect."""
+        if not 0 <= vector <= 255:
+            raise ValueError(f"interrupt vector {vector} is not 0..255")
+        self.c.irq_vector = vector
+        self.c.irq_pending = 1
+
+    property irq_pending:
+        def __get__(self):
+            return bool(self.c.irq_pending)
+
+    def set_a20(self, bint enabled):
+        """Open or close the A20 gate: closed, physical address bit 20 reads as 0 (the 8086 wrap)."""
+        cdef uint32_t mask = 0xFFFFFFFFU if enabled else 0xFFEFFFFFU
+        if mask != self.c.a20_mask:
+            self.c.a20_mask = mask
+            tlb_flush_all(self.c)
+            cache_flush(self.c)
+
+    property a20:
+        def __get__(self):
+            return self.c.a20_mask == 0xFFFFFFFFU
+
+    def map_rom(self, rom):
+        """Map a ROM image (uint8 numpy array, 64 KiB multiple, at most 1 MiB) at the top of
+        memory and its last 128 KiB below 1 MiB. The engine keeps a reference to it."""
+        cdef uint8_t[::1] view = rom
+        cdef uint32_t size = view.shape[0]
+        if size == 0 or size % 0x10000 or size > 0x100000:
+            raise ValueError("a ROM image must be a multiple of 64 KiB, at most 1 MiB")
+        self.rom_ref = rom
+        self.c.rom = &view[0]
+        self.c.rom_size = size
+        self.c.rom_low_gpa = 0x100000 - (size if size < 0x20000 else 0x20000)
+        tlb_flush_all(self.c)
+        cache_flush(self.c)
+
     def gdtr_set(self, uint32_t base, uint32_t limit):
         self.c.gdtr_base = base
         self.c.gdtr_limit = limit
@@ -314,5 +356,7 @@ cdef class Engine:
             "smc_invalidations": c.n_smc_invalidations,
             "cache_flushes": c.n_cache_flushes,
             "exceptions": c.n_exceptions,
+            "interrupts": c.n_irqs,
+            "rom_writes_ignored": c.n_rom_writes,
         }
 

@@ -8,7 +8,7 @@ cdef inline uint32_t hash_eip(uint32_t eip) noexcept nogil:
 
 cdef inline uint32_t mode_key(Cpu* c) noexcept nogil:
     """What decoding depends on besides the bytes: code and stack size, protection."""
-    return c.code32 | (c.ss32 << 1) | (c.pe << 2) | (((c.eflags >> 17) & 1) << 3)
+    return c.code32 | (c.ss32 << 1) | (c.pe << 2) | (((c.eflags >> 17) & 1) << 3) | (c.eflags & FL_TF)
 
 cdef void cache_flush(Cpu* c) noexcept nogil:
     """Forget every block (arena full, or a global change such as a mode switch)."""
@@ -180,6 +180,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
     cdef int rc
     cdef uint64_t flushes
     cdef uint32_t gpa
+    cdef bint step_one
     c.exit_reason = EXIT_NONE
     while True:
         if c.icount >= stop_at:
@@ -188,6 +189,20 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
         if c.until_active and c.eip == c.until_eip:
             c.exit_reason = EXIT_UNTIL
             break
+        if c.irq_pending and (c.eflags & FL_IF) and not c.int_shadow:
+            # an external interrupt at this instruction boundary (SDM Vol. 3 §6.8.1)
+            c.irq_pending = 0
+            c.n_irqs += 1
+            c.exc_vector = c.irq_vector
+            c.exc_has_err = 0
+            c.exc_soft = 0
+            prev = NULL
+            if deliver_exception(c):
+                break
+            continue
+        # under an STI / MOV SS shadow with an interrupt waiting, run exactly one instruction
+        step_one = c.int_shadow and c.irq_pending and (c.eflags & FL_IF) != 0
+        c.int_shadow = 0
         blk = NULL
         if prev != NULL and prev.succ_epoch == c.epoch:
             if prev.succ[0] != NULL and prev.succ[0].eip == c.eip and prev.succ[0].valid:
@@ -218,8 +233,8 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                     prev.succ[0] = blk
                 else:
                     prev.succ[1] = blk
-        if c.icount + blk.ninsn > stop_at:
-            # the budget ends inside this block: one instruction at a time
+        if c.icount + blk.ninsn > stop_at or (c.eflags & FL_TF) or step_one:
+            # the budget ends inside this block, or single-stepping: one instruction at a time
             flushes = c.n_cache_flushes
             blk = decode_block(c, c.eip, 1, False)
             if flushes != c.n_cache_flushes:
@@ -234,6 +249,15 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
         if rc == RC_BRANCH:
             c.icount += blk.ninsn
             prev = blk
+            if blk.mode & FL_TF:
+                # TF was set when the instruction began: a single-step trap after it (SDM Vol. 3 §17.3.1.4)
+                c.dr[6] |= 0x4000
+                c.exc_vector = EXC_DB
+                c.exc_has_err = 0
+                c.exc_soft = 0
+                prev = NULL
+                if deliver_exception(c):
+                    break
             continue
         prev = NULL
         c.icount += <uint64_t>(i - blk.insns)

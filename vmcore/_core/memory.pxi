@@ -151,8 +151,11 @@ cdef int page_walk(Cpu* c, uint32_t gla, int is_write, uint32_t* gpa, uint32_t* 
 cdef inline int translate_full(Cpu* c, uint32_t gla, int is_write, uint32_t* gpa, uint32_t* writable,
                                uint32_t* is_global) noexcept nogil:
     if c.cr0 & CR0_PG:
-        return page_walk(c, gla, is_write, gpa, writable, is_global)
-    gpa[0] = gla
+        if page_walk(c, gla, is_write, gpa, writable, is_global):
+            return RC_FAULT
+        gpa[0] &= c.a20_mask
+        return 0
+    gpa[0] = gla & c.a20_mask
     writable[0] = 1
     is_global[0] = 0
     return 0
@@ -197,6 +200,9 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
     if translate_full(c, gla, is_write, &gpa, &writable, &is_global):
         return RC_FAULT
     c.n_tlb_misses += 1
+    if c.rom_size and (gpa >= <uint32_t>(0 - c.rom_size) or
+                       (c.rom_low_gpa <= gpa < 0x100000)):
+        return rom_access(c, gla, gpa, size, is_write, val)
     if gpa >= c.ram_size or c.ram_size - gpa < size:
         # nothing there: reads float high, writes vanish (open bus)
         if is_write:
@@ -230,6 +236,28 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
         v = 0
         memcpy(&v, hva, size)
         val[0] = v
+    return 0
+
+cdef int rom_access(Cpu* c, uint32_t gla, uint32_t gpa, uint32_t size, int is_write, uint32_t* val) noexcept nogil:
+    """The BIOS ROM: at the top of the 4 GiB space and, below 1 MiB, its last 128 KiB
+    (or all of it if smaller), as a PC maps it. Writes are ignored; reads hit the TLB."""
+    cdef uint32_t off
+    cdef TlbEntry* e
+    if gpa >= <uint32_t>(0 - c.rom_size):
+        off = gpa - <uint32_t>(0 - c.rom_size)
+    else:
+        off = c.rom_size - (0x100000 - gpa)
+    if is_write:
+        c.n_rom_writes += 1
+        return 0
+    e = &c.tlb[(gla >> 12) & (TLB_SIZE - 1)]
+    e.tag_r = gla & 0xFFFFF000U
+    e.tag_w = 1
+    e.gpa_page = 0xFFFFFFFEU
+    e.is_global = 0
+    e.addend = <uintptr_t>(c.rom + (off & 0xFFFFF000U)) - <uintptr_t>(gla & 0xFFFFF000U)
+    val[0] = 0
+    memcpy(val, c.rom + off, size)
     return 0
 
 # Fast paths. Each returns 0, or RC_FAULT with the exception recorded in the Cpu.
@@ -309,6 +337,10 @@ cdef int fetch8(Cpu* c, uint32_t gla) noexcept nogil:
         c.cr2 = saved_cr2
         c.n_page_faults -= 1
         return -1
+    if c.rom_size and (gpa >= <uint32_t>(0 - c.rom_size) or (c.rom_low_gpa <= gpa < 0x100000)):
+        if gpa >= <uint32_t>(0 - c.rom_size):
+            return c.rom[gpa - <uint32_t>(0 - c.rom_size)]
+        return c.rom[c.rom_size - (0x100000 - gpa)]
     if gpa >= c.ram_size:
         return 0xFF
     return c.ram[gpa]

@@ -174,6 +174,8 @@ cdef int h_CLI_STI(Cpu* c, Insn* i) noexcept nogil:
     if c.pe and c.cpl > ((c.eflags >> 12) & 3):
         return fault_err(c, EXC_GP, 0)
     if i.op:
+        if not (c.eflags & FL_IF):
+            c.int_shadow = 1
         c.eflags |= FL_IF
     else:
         c.eflags &= ~<uint32_t>FL_IF

@@ -105,6 +105,8 @@ cdef int h_MOV_SEG_E(Cpu* c, Insn* i) noexcept nogil:
         return RC_FAULT
     if seg_load(c, i.reg, v):
         return RC_FAULT
+    if i.reg == S_SS:
+        c.int_shadow = 1
     c.eip = i.next_eip        # the mode key may have changed (SS.B)
     return RC_BRANCH
 
@@ -117,6 +119,8 @@ cdef int h_POP_SEG(Cpu* c, Insn* i) noexcept nogil:
     if seg_load(c, i.op, v & 0xFFFF):
         return RC_FAULT
     pop_commit(c, sz)
+    if i.op == S_SS:
+        c.int_shadow = 1
     c.eip = i.next_eip
     return RC_BRANCH
 
