@@ -154,3 +154,28 @@ def test_single_step_trap_after_each_instruction():
     r = m.run(count=100)
     assert r.exit is Exit.HLT
     assert m.reg_read("bx") == 3
+
+
+class OneVectorController:
+    """A stand-in interrupt controller: INTR up until acknowledged once."""
+
+    def __init__(self, machine, vector):
+        self.machine, self.vector, self.acks = machine, vector, 0
+
+    def acknowledge(self):
+        self.acks += 1
+        self.machine.set_intr(False)
+        return self.vector
+
+
+def test_intr_line_is_acknowledged_at_an_interruptible_boundary():
+    # fa ; 90 ; fb ; 89 d9 ; 90 ; f4   cli ; nop ; sti ; mov cx, bx ; nop ; hlt
+    m = ivt_machine(bytes.fromhex("fa 90 fb 89 d9 90 f4"))
+    pic = OneVectorController(m, 0x20)
+    m.interrupt_controller = pic
+    m.set_intr(True)
+    r = m.run(count=100)
+    assert r.exit is Exit.HLT
+    assert pic.acks == 1
+    assert (m.reg_read("bx"), m.reg_read("cx")) == (1, 0)
+    assert m.stats["exits_intr"] == 1

@@ -27,7 +27,8 @@ HOOK_IO_OUT = 1
 HOOK_IO_IN = 2
 
 # engine exit codes (vmcore/_core/defs.pxi)
-_EXIT_HLT, _EXIT_IO, _EXIT_BUDGET, _EXIT_SHUTDOWN, _EXIT_UNTIL, _EXIT_INTERNAL, _EXIT_UNIMPLEMENTED = range(1, 8)
+(_EXIT_HLT, _EXIT_IO, _EXIT_BUDGET, _EXIT_SHUTDOWN, _EXIT_UNTIL, _EXIT_INTERNAL, _EXIT_UNIMPLEMENTED,
+ _EXIT_INTR) = range(1, 9)
 
 # instructions per engine.run() call: bounds how late a timeout is noticed
 _SLICE = 1 << 22
@@ -109,7 +110,10 @@ class Machine:
         self._debug_exit_status: int | None = None
         self._reset_requested = False
         self.rom = None
-        self._exits = {e: 0 for e in ("io", "hlt", "budget", "shutdown", "until", "unimplemented")}
+        self._exits = {e: 0 for e in ("io", "hlt", "budget", "shutdown", "until", "unimplemented", "intr")}
+        # the interrupt controller: an object with acknowledge() -> vector, which lowers or
+        # keeps the INTR line through set_intr(); None until one is attached
+        self.interrupt_controller = None
         self.bus = PortBus()
         self.uart = Uart16550(sink=self._console.extend)
         if devices:
@@ -327,6 +331,11 @@ class Machine:
                     exit_kind, reason = Exit.UNIMPLEMENTED, self._unimplemented_reason()
                 elif code == _EXIT_BUDGET:
                     self._exits["budget"] += 1
+                elif code == _EXIT_INTR:
+                    self._exits["intr"] += 1
+                    self._acknowledge_interrupt()
+                    if engine.shutdown_pending:
+                        exit_kind, reason = Exit.SHUTDOWN, self._shutdown_reason()
                 else:
                     raise VmError(f"engine returned unknown exit code {code}")
                 if exit_kind is None and self._stop_requested:
@@ -338,6 +347,19 @@ class Machine:
         return RunResult(exit=exit_kind, exit_code=self._debug_exit_status if exit_kind is Exit.DEBUG_EXIT else None,
                          instructions=engine.icount - start_icount, seconds=seconds, console=self.console,
                          reason=reason, exception=exception, eip=engine.eip)
+
+    def set_intr(self, level: bool) -> None:
+        """The interrupt controller's INTR output into the CPU."""
+        self._engine.set_intr(level)
+
+    def _acknowledge_interrupt(self) -> None:
+        """INTA: the controller names the vector, the CPU takes it at this boundary."""
+        if self.interrupt_controller is None:
+            self._engine.set_intr(False)
+            return
+        vector = self.interrupt_controller.acknowledge()
+        if vector is not None:
+            self._engine.inject_interrupt(vector)
 
     def _describe_exit(self, code: int) -> str:
         eip = self._engine.eip

@@ -102,6 +102,7 @@ class Gen:
         self.depth = 0                  # bytes pushed below ESP0
         self.protect: set[int] = {ESP}  # registers that must not be written
         self.no_stack = False           # inside a loop, call body or frame: no PUSH/POP groups
+        self.in_call = False            # inside a call body: no ESP-relative operands (the return address)
         self.nlabel = 0
         self.pending: list[str] = []
         self.family = ""
@@ -181,7 +182,7 @@ class Gen:
         avoid = set(avoid) | self.protect
         kinds = ("abs", "b", "bd8", "bd32", "sib", "sib32", "sibnobase", "sibnoindex", "esp", "espidx")
         kind = rng.choice(kinds)
-        if kind in ("esp", "espidx") and (not allow_esp or a is not None or span or align or lock):
+        if kind in ("esp", "espidx") and (not allow_esp or a is not None or span or align or lock or self.in_call):
             kind = "bd8"
         pre = self.seg()
         if kind == "abs":
@@ -896,12 +897,12 @@ class Gen:
         nargs = rng.randrange(3)
         self.emit(b"\xe9", ("rel32", over))
         self.place(sub)
-        self.no_stack = True
+        self.no_stack = self.in_call = True
         self.depth += 4 * (nargs + 1)
         for _ in range(rng.randrange(1, 5)):
             self.simple()
         self.depth -= 4 * (nargs + 1)
-        self.no_stack = False
+        self.no_stack = self.in_call = False
         self.family = "call"
         self.emit(b"\xc2" + le(4 * nargs, 2) if nargs else b"\xc3")      # ret 4*n | ret
         self.place(over)

@@ -6,7 +6,7 @@ from libc.stdlib cimport calloc, free
 EXIT_NAMES = {
     EXIT_NONE: "none", EXIT_HLT: "hlt", EXIT_IO: "io", EXIT_BUDGET: "budget",
     EXIT_SHUTDOWN: "shutdown", EXIT_UNTIL: "until", EXIT_INTERNAL: "internal",
-    EXIT_UNIMPLEMENTED: "unimplemented",
+    EXIT_UNIMPLEMENTED: "unimplemented", EXIT_INTR: "intr",
 }
 
 REG_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
@@ -261,6 +261,32 @@ cdef class Engine:
             raise ValueError(f"interrupt vector {vector} is not 0..255")
         self.c.irq_vector = vector
         self.c.irq_pending = 1
+
+    def set_intr(self, bint level):
+        """The interrupt controller's INTR output. While it is up and the guest can take an
+        interrupt, run() returns EXIT_INTR at an instruction boundary; the caller then
+        acknowledges the controller and calls inject_interrupt(vector)."""
+        self.c.intr_line = level
+
+    def inject_interrupt(self, int vector):
+        """Deliver an external interrupt now, at the current instruction boundary.
+        Returns False if the delivery shut the CPU down (triple fault)."""
+        if not 0 <= vector <= 255:
+            raise ValueError(f"interrupt vector {vector} is not 0..255")
+        self.c.exc_vector = vector
+        self.c.exc_has_err = 0
+        self.c.exc_soft = 0
+        self.c.n_irqs += 1
+        self.c.exit_reason = EXIT_NONE
+        return deliver_exception(self.c) == 0
+
+    property shutdown_pending:
+        def __get__(self):
+            return self.c.exit_reason == EXIT_SHUTDOWN
+
+    property interruptible:
+        def __get__(self):
+            return bool(self.c.eflags & FL_IF) and not self.c.int_shadow
 
     property irq_pending:
         def __get__(self):

@@ -189,6 +189,11 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
         if c.until_active and c.eip == c.until_eip:
             c.exit_reason = EXIT_UNTIL
             break
+        if c.intr_line and (c.eflags & FL_IF) and not c.int_shadow and not c.irq_pending:
+            # INTR is up and interrupts can be taken here: the monitor acknowledges the
+            # controller (INTA) and injects the vector it names (inject_interrupt)
+            c.exit_reason = EXIT_INTR
+            break
         if c.irq_pending and (c.eflags & FL_IF) and not c.int_shadow:
             # an external interrupt at this instruction boundary (SDM Vol. 3 §6.8.1)
             c.irq_pending = 0
@@ -201,7 +206,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                 break
             continue
         # under an STI / MOV SS shadow with an interrupt waiting, run exactly one instruction
-        step_one = c.int_shadow and c.irq_pending and (c.eflags & FL_IF) != 0
+        step_one = c.int_shadow and (c.irq_pending or c.intr_line) and (c.eflags & FL_IF) != 0
         c.int_shadow = 0
         blk = NULL
         if prev != NULL and prev.succ_epoch == c.epoch:
