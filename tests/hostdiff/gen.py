@@ -160,9 +160,12 @@ class Gen:
     def osz(size: int) -> bytes:
         return b"\x66" if size == 2 else b""
 
-    def seg(self, allowed=True) -> bytes:
-        if allowed and self.rng.random() < 0.1:
-            return bytes([self.rng.choice((0x26, 0x2E, 0x36, 0x3E))])
+    def seg(self, ro: bool = False) -> bytes:
+        """A segment override now and then: ES, SS, DS, and CS only for an operand that is only
+        read (Linux's user CS is execute/read: a write through it is #GP, SIGSEGV). FS and GS have
+        other bases on the host."""
+        if self.rng.random() < 0.1:
+            return bytes([self.rng.choice((0x26, 0x2E, 0x36, 0x3E) if ro else (0x26, 0x36, 0x3E))])
         return b""
 
     # -- memory operands -------------------------------------------------------------------
@@ -174,9 +177,10 @@ class Gen:
         return a
 
     def mem(self, size: int, avoid=(), span: int = 0, align: bool = False, a: int | None = None,
-            allow_esp: bool = True, lock: bool = False):
+            allow_esp: bool = True, lock: bool = False, ro: bool = False):
         """Registers set up for a memory operand of ``size`` bytes at a random data address
-        (or ``a``): returns (prefixes, encode(reg field) -> ModRM/SIB/disp bytes, address)."""
+        (or ``a``): returns (prefixes, encode(reg field) -> ModRM/SIB/disp bytes, address).
+        ``ro``: the instruction only reads the operand (a CS override is allowed)."""
         rng = self.rng
         A = self.addr(size, span, align or lock) if a is None else a
         avoid = set(avoid) | self.protect
@@ -184,7 +188,7 @@ class Gen:
         kind = rng.choice(kinds)
         if kind in ("esp", "espidx") and (not allow_esp or a is not None or span or align or lock or self.in_call):
             kind = "bd8"
-        pre = self.seg()
+        pre = self.seg(ro)
         if kind == "abs":
             return pre, (lambda reg: bytes([0x05 | reg << 3]) + le(A, 4)), A
         if kind == "esp":
@@ -268,11 +272,11 @@ class Gen:
                 self.emit(o + bytes([8 * n + 2 + w, 0xC0 | d << 3 | s]), **fx)
         elif form == "rm":
             r = self.dst(size) if n != 7 else self.any_reg()
-            pre, enc, _ = self.mem(size, avoid=(self.r32_of(r, size),))
+            pre, enc, _ = self.mem(size, avoid=(self.r32_of(r, size),), ro=True)
             self.emit(pre + o + bytes([8 * n + 2 + w]) + enc(r), **fx)
         elif form == "mr":
             lock = n != 7 and rng.random() < 0.2
-            pre, enc, _ = self.mem(size, lock=lock)
+            pre, enc, _ = self.mem(size, lock=lock, ro=n == 7)
             self.emit((b"\xf0" if lock else b"") + pre + o + bytes([8 * n + w]) + enc(self.any_reg()), **fx)
         elif form == "ai":
             if n != 7 and EAX in self.protect:
@@ -286,7 +290,7 @@ class Gen:
                 self.emit(o + bytes([op, 0xC0 | n << 3 | d]) + imm, **fx)
             else:
                 lock = n != 7 and rng.random() < 0.2
-                pre, enc, _ = self.mem(size, lock=lock)
+                pre, enc, _ = self.mem(size, lock=lock, ro=n == 7)
                 self.emit((b"\xf0" if lock else b"") + pre + o + bytes([op]) + enc(n) + imm, **fx)
 
     def unary(self):
@@ -320,7 +324,7 @@ class Gen:
         elif kind == "test":
             fx = dict(defs=ARITH & ~AF, undefs=AF)
             if mem:
-                pre, enc, _ = self.mem(size)
+                pre, enc, _ = self.mem(size, ro=True)
                 self.emit(pre + o + bytes([0x84 + w]) + enc(self.any_reg()), **fx)
             else:
                 self.emit(o + bytes([0x84 + w, 0xC0 | self.any_reg() << 3 | self.any_reg()]), **fx)
@@ -332,7 +336,7 @@ class Gen:
             if r < 0.3:
                 self.emit(o + bytes([0xA8 + w]) + imm, **fx)
             elif mem:
-                pre, enc, _ = self.mem(size)
+                pre, enc, _ = self.mem(size, ro=True)
                 self.emit(pre + o + bytes([0xF6 + w]) + enc(sub) + imm, **fx)
             else:
                 self.emit(o + bytes([0xF6 + w, 0xC0 | sub << 3 | self.any_reg()]) + imm, **fx)
@@ -422,7 +426,7 @@ class Gen:
                 return
             sub = 4 if kind == "mul" else 5
             if mem:
-                pre, enc, _ = self.mem(size)
+                pre, enc, _ = self.mem(size, ro=True)
                 self.emit(pre + o + bytes([0xF6 + w]) + enc(sub), **fx)
             else:
                 self.emit(o + bytes([0xF6 + w, 0xC0 | sub << 3 | self.any_reg()]), **fx)
@@ -432,7 +436,7 @@ class Gen:
         d = self.dst(size)
         if kind == "imul2":
             if mem:
-                pre, enc, _ = self.mem(size, avoid=(d,))
+                pre, enc, _ = self.mem(size, avoid=(d,), ro=True)
                 self.emit(pre + o + b"\x0f\xaf" + enc(d), **fx)
             else:
                 self.emit(o + bytes([0x0F, 0xAF, 0xC0 | d << 3 | self.any_reg()]), **fx)
@@ -441,7 +445,7 @@ class Gen:
             imm = le(rng.choice((rng.getrandbits(32), rng.randrange(-3, 4), 0x80, 0x7F, 0x8000)), 1 if short else size)
             opc = 0x6B if short else 0x69
             if mem:
-                pre, enc, _ = self.mem(size, avoid=(d,))
+                pre, enc, _ = self.mem(size, avoid=(d,), ro=True)
                 self.emit(pre + o + bytes([opc]) + enc(d) + imm, **fx)
             else:
                 self.emit(o + bytes([opc, 0xC0 | d << 3 | self.any_reg()]) + imm, **fx)
@@ -470,7 +474,7 @@ class Gen:
         else:
             regs = [r for r in (ECX, EBX, EBP, ESI, EDI) if r not in self.protect]
         if rng.random() < 0.3 or not regs:
-            pre, enc, A = self.mem(size, avoid=(EAX, EDX))
+            pre, enc, A = self.mem(size, avoid=(EAX, EDX), ro=True)
             self.emit(o + bytes([0xC6 + w, 0x05]) + le(A, 4) + le(d, size))     # mov [A], divisor
             self.emit(pre + o + bytes([0xF6 + w]) + enc(sub), undefs=ARITH)
         else:
@@ -497,7 +501,7 @@ class Gen:
             self.emit(pre + o + bytes([0x88 + w]) + enc(self.any_reg()))
         elif kind == "rm":
             r = self.dst(size)
-            pre, enc, _ = self.mem(size, avoid=(self.r32_of(r, size),))
+            pre, enc, _ = self.mem(size, avoid=(self.r32_of(r, size),), ro=True)
             self.emit(pre + o + bytes([0x8A + w]) + enc(r))
         elif kind == "imm_r":
             self.emit(o + bytes([(0xB0 if size == 1 else 0xB8) + self.dst(size)]) + le(rng.getrandbits(32), size))
@@ -509,7 +513,8 @@ class Gen:
         else:
             if EAX in self.protect:
                 return
-            self.emit(self.seg() + o + bytes([rng.choice((0xA0, 0xA2)) + w]) + le(self.addr(size), 4))
+            op = rng.choice((0xA0, 0xA2)) + w                 # mov al/ax/eax, moffs | mov moffs, al/ax/eax
+            self.emit(self.seg(ro=op < 0xA2) + o + bytes([op]) + le(self.addr(size), 4))
 
     def movx(self):
         rng = self.rng
@@ -518,7 +523,7 @@ class Gen:
         op = rng.choice((0xB6, 0xBE)) + (src - 1)
         d = self.dst(dsize)
         if rng.random() < 0.4:
-            pre, enc, _ = self.mem(src, avoid=(d,))
+            pre, enc, _ = self.mem(src, avoid=(d,), ro=True)
             self.emit(pre + self.osz(dsize) + bytes([0x0F, op]) + enc(d))
         else:
             self.emit(self.osz(dsize) + bytes([0x0F, op, 0xC0 | d << 3 | self.any_reg()]))
@@ -616,7 +621,7 @@ class Gen:
         if {EAX, EBX} & self.protect:
             return
         self.mov_imm32(EBX, self.addr(256))
-        self.emit(self.seg() + b"\xd7")
+        self.emit(self.seg(ro=True) + b"\xd7")
 
     def lahf_sahf(self):
         if self.rng.random() < 0.5:
@@ -656,7 +661,7 @@ class Gen:
         size = rng.choice((2, 4))
         d = self.dst(size)
         if rng.random() < 0.3:
-            pre, enc, _ = self.mem(size, avoid=(d,))
+            pre, enc, _ = self.mem(size, avoid=(d,), ro=True)
             self.emit(pre + self.osz(size) + bytes([0x0F, 0x40 + cc]) + enc(d), reads=CC_READS[cc])
         else:
             self.emit(self.osz(size) + bytes([0x0F, 0x40 + cc, 0xC0 | d << 3 | self.any_reg()]), reads=CC_READS[cc])
@@ -676,7 +681,7 @@ class Gen:
             self.emit(o + bytes([0x0F, 0xBA, 0xC0 | (4 + sub) << 3 | d, rng.getrandbits(8)]), **fx)
         elif kind == "mi":
             lock = sub != 0 and rng.random() < 0.3
-            pre, enc, _ = self.mem(size, lock=lock)
+            pre, enc, _ = self.mem(size, lock=lock, ro=sub == 0)
             self.emit((b"\xf0" if lock else b"") + pre + o + b"\x0f\xba" + enc(4 + sub) + bytes([rng.getrandbits(8)]), **fx)
         else:
             # bit string: a signed bit offset in a register selects a word near the address
@@ -684,7 +689,7 @@ class Gen:
             r = self.free32()
             self.mov_imm32(r, (rng.getrandbits(16) << 16 | (off & 0xFFFF)) if size == 2 else off & 0xFFFFFFFF)
             lock = sub != 0 and rng.random() < 0.3
-            pre, enc, _ = self.mem(size, avoid=(r,), span=64, lock=lock)
+            pre, enc, _ = self.mem(size, avoid=(r,), span=64, lock=lock, ro=sub == 0)
             self.emit((b"\xf0" if lock else b"") + pre + o + bytes([0x0F, 0xA3 + 8 * sub]) + enc(r), **fx)
 
     def bsf_bsr(self):
@@ -697,7 +702,7 @@ class Gen:
         nz = (rng.getrandbits(bits) if rng.random() < 0.5 else 0) | (1 << rng.randrange(bits))   # nonzero
         fx = dict(defs=ZF, undefs=CF | OF | SF | AF | PF)
         if rng.random() < 0.4:
-            pre, enc, A = self.mem(size, avoid=(d,))
+            pre, enc, A = self.mem(size, avoid=(d,), ro=True)
             self.emit(o + b"\xc7\x05" + le(A, 4) + le(nz, size))          # mov [A], nonzero
             self.emit(pre + o + bytes([0x0F, op]) + enc(d), **fx)
         else:
@@ -748,7 +753,7 @@ class Gen:
         self.mov_imm32(EDI, mid + 0x100 + rng.randrange(0x100) if rng.random() < 0.8 else mid - 0x200 + rng.randrange(0x100))
         self.mov_imm32(ECX, count)
         base = {"movs": 0xA4, "cmps": 0xA6, "stos": 0xAA, "lods": 0xAC, "scas": 0xAE}[op]
-        code = (bytes.fromhex(rep) if rep else b"") + (self.seg() if op in ("movs", "cmps", "lods") else b"")
+        code = (bytes.fromhex(rep) if rep else b"") + (self.seg(ro=True) if op in ("movs", "cmps", "lods") else b"")
         code += self.osz(size) + bytes([base + (0 if size == 1 else 1)])
         defs = ARITH if op in ("cmps", "scas") and (count or rep is None) else 0
         self.emit(code, defs=defs)
@@ -775,7 +780,7 @@ class Gen:
                 self.depth += 4
             elif k == 4:
                 size = rng.choice((4, 4, 2))
-                pre, enc, _ = self.mem(size)             # may be [esp+d]: read before the push
+                pre, enc, _ = self.mem(size, ro=True)             # may be [esp+d]: read before the push
                 self.emit(pre + self.osz(size) + b"\xff" + enc(6))
                 self.depth += size
             elif k == 5:
@@ -877,7 +882,7 @@ class Gen:
             else:
                 A = self.addr(4)
                 self.emit(b"\xc7\x05" + le(A, 4), ("abs32", target))    # mov dword [A], target
-                pre, enc, _ = self.mem(4, a=A)
+                pre, enc, _ = self.mem(4, a=A, ro=True)
                 self.emit(pre + b"\xff" + enc(4))
         at_jump = self.undef
         conditional = kind not in ("jmp8", "jmp32", "ind_reg", "ind_mem")
@@ -918,7 +923,7 @@ class Gen:
         else:
             A = self.addr(4)
             self.emit(b"\xc7\x05" + le(A, 4), ("abs32", sub))
-            pre, enc, _ = self.mem(4, a=A)
+            pre, enc, _ = self.mem(4, a=A, ro=True)
             self.emit(pre + b"\xff" + enc(2))                 # call dword [A]
 
     def enter_group(self):

@@ -317,8 +317,7 @@ def host_trace(p: gen.Program) -> tuple[list[State], State]:
     out = []
     for s in steps:
         if out and s.eip == out[-1].eip:
-            out[-1] = s                 # one REP iteration: keep the state after the last one
-            continue
+            continue                    # after one iteration of a REP instruction that goes on
         out.append(s)
     for s in out:
         s.status = "end" if s.eip == p.end else "running"
@@ -327,10 +326,11 @@ def host_trace(p: gen.Program) -> tuple[list[State], State]:
     return out, final
 
 
-def first_divergence(p: gen.Program):
+def first_divergence(p: gen.Program, vm_program: gen.Program | None = None):
     """Step both; return (k, vm_before, host_before, vm_after, host_after, undef) for the first
-    instruction k (0-based, dynamic) after which they differ, or None."""
-    vms = vm_trace(p)
+    instruction k (0-based, dynamic) after which they differ, or None. (``vm_program``: other
+    bytes for vmcore, to test the diagnosis itself.)"""
+    vms = vm_trace(vm_program or p)
     hosts, _ = host_trace(p)
     by_addr = {it.addr: it for it in p.items}
     undef = 0
@@ -346,13 +346,13 @@ def first_divergence(p: gen.Program):
     return None
 
 
-def report(p: gen.Program, vm: State, host: State) -> str:
+def report(p: gen.Program, vm: State, host: State, vm_program: gen.Program | None = None) -> str:
     diffs = differences(vm, host, p.final_undef)
     out = [f"seed {p.seed}: vmcore and the host CPU differ ({len(p.code)} code bytes, "
            f"{vm.instructions} instructions executed by vmcore)",
            "  " + "\n  ".join(diffs)]
     try:
-        found = first_divergence(p)
+        found = first_divergence(p, vm_program)
     except Exception as e:              # the diagnosis must not hide the mismatch itself
         found = None
         out.append(f"(single-step diagnosis failed: {type(e).__name__}: {e})")

@@ -133,6 +133,7 @@ cdef struct Cpu:
     int exc_has_err
     uint32_t exc_err
     int exc_soft        # INT n / INT3 / INTO: the pushed EIP is the next instruction's
+    int exc_soft_kind   # 0: INT n; 1: INT3 or INTO (not IOPL-sensitive in virtual-8086 mode)
     int first_exc_vector
     int first_exc_has_err
     uint32_t first_exc_err

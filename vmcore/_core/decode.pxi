@@ -520,6 +520,7 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
     if op == 0xCC or op == 0xCD or op == 0xCE:
         if op == 0xCC:
             i.imm = EXC_BP
+            i.imm2 = 1
         elif op == 0xCE:
             i.imm = EXC_OF
             i.op = 1

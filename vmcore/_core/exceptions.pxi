@@ -41,9 +41,8 @@ cdef int deliver_once(Cpu* c, int vector, bint has_err, uint32_t err, bint soft)
     """Push the frame and enter the handler; RC_FAULT with a new exception if that fails."""
     if not c.pe:
         return deliver_real(c, vector)
-    if c.eflags & FL_VM:
-        c.exit_reason = EXIT_UNIMPLEMENTED      # virtual-8086 interrupts
-        return RC_EXIT_BEFORE
+    if soft and (c.eflags & FL_VM) and ((c.eflags >> 12) & 3) < 3 and c.exc_soft_kind == 0:
+        return fault_err(c, EXC_GP, 0)          # INT n in virtual-8086 mode is IOPL-sensitive
     return deliver_pm(c, vector, has_err, err, soft)
 
 cdef int deliver_exception(Cpu* c) noexcept nogil:

@@ -113,7 +113,9 @@ cdef int h_POPA(Cpu* c, Insn* i) noexcept nogil:
     return RC_NEXT
 
 cdef int h_PUSHF(Cpu* c, Insn* i) noexcept nogil:
-    """9C: VM and RF are stored as 0 (SDM PUSHF)."""
+    """9C: VM and RF are stored as 0 (SDM PUSHF); #GP(0) in virtual-8086 mode below IOPL 3."""
+    if (c.eflags & FL_VM) and ((c.eflags >> 12) & 3) < 3:
+        return fault_err(c, EXC_GP, 0)
     return push(c, opsz(i), get_eflags(c) & ~<uint32_t>(FL_VM | FL_RF))
 
 cdef uint32_t popf_mask(Cpu* c, int sz) noexcept nogil:
@@ -130,9 +132,11 @@ cdef uint32_t popf_mask(Cpu* c, int sz) noexcept nogil:
     return m
 
 cdef int h_POPF(Cpu* c, Insn* i) noexcept nogil:
-    """9D."""
+    """9D. #GP(0) in virtual-8086 mode below IOPL 3."""
     cdef int sz = opsz(i)
     cdef uint32_t v
+    if (c.eflags & FL_VM) and ((c.eflags >> 12) & 3) < 3:
+        return fault_err(c, EXC_GP, 0)
     if pop(c, sz, &v):
         return RC_FAULT
     pop_commit(c, sz)

@@ -102,8 +102,12 @@ cdef int deliver_pm(Cpu* c, int vector, bint has_err, uint32_t err, bint soft) n
         return RC_FAULT
     typ = (ghi >> 8) & 0x1F
     if typ == 0x05:
-        c.exit_reason = EXIT_UNIMPLEMENTED      # task gate: hardware task switch
-        return RC_EXIT_BEFORE
+        # a task gate: the handler is a task (SDM Vol. 3 §6.12.2)
+        if soft and ((ghi >> 13) & 3) < c.cpl:
+            return fault_err(c, EXC_GP, idt_err)
+        if not (ghi & 0x8000):
+            return fault_err(c, EXC_NP, idt_err)
+        return task_switch(c, glo >> 16, TS_CALL, c.eip, has_err, err)
     if typ != 0x0E and typ != 0x0F and typ != 0x06 and typ != 0x07:
         return fault_err(c, EXC_GP, idt_err)
     if soft and ((ghi >> 13) & 3) < c.cpl:
@@ -118,6 +122,8 @@ cdef int deliver_pm(Cpu* c, int vector, bint has_err, uint32_t err, bint soft) n
     dpl = (chi >> 13) & 3
     if dpl > c.cpl:
         return fault_err(c, EXC_GP, (sel & 0xFFFC) + ext)
+    if c.eflags & FL_VM:
+        return v86_to_ring0(c, sel, offset, clo, chi, typ, has_err, err)
     eflags = get_eflags(c)
     old_ss = c.seg[S_SS].sel
     old_esp = c.regs[R_ESP]

@@ -164,9 +164,17 @@ cdef int far_transfer(Cpu* c, Insn* i, uint32_t sel, uint32_t off, int sz, bint 
     if typ == 0x0C or typ == 0x04:
         return call_gate(c, i, sel, lo, hi, is_call)
     if (typ & 0x18) != 0x18:
-        if typ == 0x05 or typ == 0x09 or typ == 0x01:
-            c.exit_reason = EXIT_UNIMPLEMENTED      # task gates and TSSs: task switching
-            return RC_EXIT_BEFORE
+        if typ == 0x09 or typ == 0x05:
+            # a TSS, or a task gate naming one: a task switch (SDM Vol. 3 §7.3)
+            if dpl < c.cpl or dpl < (sel & 3):
+                return fault_err(c, EXC_GP, sel & 0xFFFC)
+            if typ == 0x05:
+                if not (hi & 0x8000):
+                    return fault_err(c, EXC_NP, sel & 0xFFFC)
+                sel = lo >> 16
+            if task_switch(c, sel, TS_CALL if is_call else TS_JMP, i.next_eip, False, 0):
+                return RC_EXIT_BEFORE if c.exit_reason == EXIT_UNIMPLEMENTED else RC_FAULT
+            return RC_BRANCH
         return fault_err(c, EXC_GP, sel & 0xFFFC)
     if typ & 0x04:
         if dpl > c.cpl:
@@ -240,9 +248,21 @@ cdef int h_IRET(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t step = 2 if sz == 1 else 4
     cdef uint32_t off, sel, fl, lo, hi, gla, typ, dpl, mask
     cdef uint32_t esp = c.regs[R_ESP]
-    if c.pe and ((c.eflags & FL_NT) or (c.eflags & FL_VM)):
-        c.exit_reason = EXIT_UNIMPLEMENTED
-        return RC_EXIT_BEFORE
+    if c.pe and (c.eflags & FL_VM):
+        # virtual-8086 mode: IOPL-sensitive (SDM Vol. 3 §20.2.7); with IOPL 3 a real-mode IRET
+        if ((c.eflags >> 12) & 3) < 3:
+            return fault_err(c, EXC_GP, 0)
+        if stack_read(c, esp, sz, &off) or stack_read(c, esp + step, sz, &sel) or \
+                stack_read(c, esp + 2 * step, sz, &fl):
+            return RC_FAULT
+        seg_load_real(c, S_CS, sel & 0xFFFF)
+        c.code32 = 0
+        set_eflags(c, fl, (FL_ARITH | FL_TF | FL_IF | FL_DF | FL_NT | FL_AC | FL_ID) & (0xFFFF if sz == 1 else 0xFFFFFFFFU))
+        c.regs[R_ESP] = (esp & ~c.ss_mask) | ((esp + 3 * step) & c.ss_mask)
+        c.eip = off & 0xFFFF
+        return RC_BRANCH
+    if c.pe and (c.eflags & FL_NT):
+        return h_IRET_task(c, i)
     if stack_read(c, esp, sz, &off) or stack_read(c, esp + step, sz, &sel) or \
             stack_read(c, esp + 2 * step, sz, &fl):
         return RC_FAULT
@@ -253,8 +273,7 @@ cdef int h_IRET(Cpu* c, Insn* i) noexcept nogil:
         mask = 0x257FD5 if sz == 2 else 0x7FD5
     else:
         if sz == 2 and (fl & FL_VM) and c.cpl == 0:
-            c.exit_reason = EXIT_UNIMPLEMENTED      # return to virtual-8086 mode
-            return RC_EXIT_BEFORE
+            return enter_v86(c, i, esp, off, sel, fl)
         if (sel & 3) < c.cpl:
             return fault_err(c, EXC_GP, sel & 0xFFFC)
         if (sel & 0xFFFC) == 0:
