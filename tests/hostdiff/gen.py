@@ -37,14 +37,14 @@ from dataclasses import dataclass, field
 
 CODE = 0x00100000
 CODE_SIZE = 0x10000
-DATA = 0x00200000
-DATA_SIZE = 0x1000
-STACK = 0x00300000
-STACK_SIZE = 0x1000
-ESP0 = STACK + 0xC00    # initial ESP; the stack never goes deeper than 0x300 below it
+DATA = 0x00200000       # two pages: some operands straddle the boundary at DATA + 0x1000
+DATA_SIZE = 0x2000
+STACK = 0x00300000      # two pages: the initial ESP is at or a little above STACK + 0x1000,
+STACK_SIZE = 0x2000     # so pushes and pops cross the boundary; never deeper than 0x400 below
 COUNTER = DATA          # backward-loop counters (DATA .. DATA+0x3F is never a random operand)
 LO = DATA + 0x40        # random memory operands lie in LO .. HI
 HI = DATA + DATA_SIZE - 0x40
+PAGE_EDGE = DATA + 0x1000
 
 CF, PF, AF, ZF, SF, DF, OF = 0x1, 0x4, 0x10, 0x40, 0x80, 0x400, 0x800
 ARITH = CF | PF | AF | ZF | SF | OF
@@ -99,7 +99,8 @@ class Gen:
         self.rng = rng
         self.items: list[Item] = []
         self.undef = 0
-        self.depth = 0                  # bytes pushed below ESP0
+        self.esp0 = STACK + 0x1000 + rng.choice((0, 0, 2, 4, 6, 8, 0x10, 0x22, 0x80, 0x100))   # initial ESP
+        self.depth = 0                  # bytes pushed below esp0
         self.protect: set[int] = {ESP}  # registers that must not be written
         self.no_stack = False           # inside a loop, call body or frame: no PUSH/POP groups
         self.in_call = False            # inside a call body: no ESP-relative operands (the return address)
@@ -170,8 +171,13 @@ class Gen:
 
     # -- memory operands -------------------------------------------------------------------
     def addr(self, size: int, span: int = 0, align: bool = False) -> int:
-        """A data-page address with room for ``size`` bytes and ``span`` on either side."""
-        a = self.rng.randrange(LO + span, HI - size - span)
+        """A data address with room for ``size`` bytes and ``span`` on either side; now and
+        then one whose operand straddles the page boundary (never a locked one)."""
+        rng = self.rng
+        if rng.random() < 0.12:
+            a = PAGE_EDGE - rng.randrange(1, size + 1) + (rng.randrange(-8, 9) if span or rng.random() < 0.3 else 0)
+        else:
+            a = rng.randrange(LO + span, HI - size - span)
         if align:
             a &= ~(min(size, 8) - 1)
         return a
@@ -193,7 +199,7 @@ class Gen:
             return pre, (lambda reg: bytes([0x05 | reg << 3]) + le(A, 4)), A
         if kind == "esp":
             d = rng.randrange(0, 0x80)
-            A = ESP0 - self.depth + d
+            A = self.esp0 - self.depth + d
             return pre, (lambda reg: bytes([0x44 | reg << 3, 0x24, d])), A
         if kind == "espidx":
             i = self.free32(avoid)
@@ -201,7 +207,7 @@ class Gen:
             d = rng.randrange(-0x80, 0x80)
             off = rng.randrange(0, 0x60)
             iv = ((off - d) >> s) if s else off - d
-            A = ESP0 - self.depth + d + (iv << s)
+            A = self.esp0 - self.depth + d + (iv << s)
             self.mov_imm32(i, iv)
             return pre, (lambda reg: bytes([0x44 | reg << 3, s << 6 | i << 3 | 4, d & 0xFF])), A
         if kind in ("b", "bd8", "bd32"):
@@ -265,6 +271,10 @@ class Gen:
         o = self.osz(size)
         form = rng.choice(("rr", "rr2", "mr", "rm", "ai", "ri", "mi"))
         if form in ("rr", "rr2"):
+            if rng.random() < 0.1:          # redundant prefixes: segment overrides (ignored), 66 twice
+                o = bytes([rng.choice((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65))]) + o
+                if size == 2 and rng.random() < 0.5:
+                    o = b"\x66" + o
             d, s = (self.dst(size) if n != 7 else self.any_reg()), self.any_reg()
             if form == "rr":
                 self.emit(o + bytes([8 * n + w, 0xC0 | s << 3 | d]), **fx)
@@ -624,11 +634,15 @@ class Gen:
         self.emit(self.seg(ro=True) + b"\xd7")
 
     def lahf_sahf(self):
-        if self.rng.random() < 0.5:
+        """LAHF, SAHF, and SALC (D6: AL = CF ? FF : 00, undocumented but valid in 32-bit mode)."""
+        r = self.rng.random()
+        if r < 0.4:
             if EAX not in self.protect:
                 self.emit(b"\x9f", reads=SF | ZF | AF | PF | CF)
-        else:
+        elif r < 0.85:
             self.emit(b"\x9e", defs=SF | ZF | AF | PF | CF)
+        elif EAX not in self.protect:
+            self.emit(b"\xd6", reads=CF)
 
     def flagop(self):
         op = self.rng.choice((0xF8, 0xF9, 0xF5, 0xFC, 0xFD))          # clc stc cmc cld std
@@ -744,13 +758,13 @@ class Gen:
             return
         op = rng.choice(("movs", "cmps", "stos", "lods", "scas"))
         size = rng.choice((1, 2, 4))
-        count = rng.choice((0, 1, 2, 3, 5, 8, 13))
+        count = rng.choice((0, 1, 2, 3, 5, 8, 13)) if rng.random() < 0.85 else rng.randrange(14, 64)
         rep = rng.choice((None, "f3", "f2") if op in ("cmps", "scas") else (None, "f3", "f3"))
-        mid = DATA + DATA_SIZE // 2
+        mid = DATA + DATA_SIZE // 2         # the page boundary: copies cross it
         if rng.random() < 0.3:
             self.emit(bytes([rng.choice((0xFC, 0xFD))]))       # cld / std
-        self.mov_imm32(ESI, mid - 0x200 + rng.randrange(0x100))
-        self.mov_imm32(EDI, mid + 0x100 + rng.randrange(0x100) if rng.random() < 0.8 else mid - 0x200 + rng.randrange(0x100))
+        self.mov_imm32(ESI, mid - 0x300 + rng.randrange(0x400))
+        self.mov_imm32(EDI, mid - 0x300 + rng.randrange(0x400))
         self.mov_imm32(ECX, count)
         base = {"movs": 0xA4, "cmps": 0xA6, "stos": 0xAA, "lods": 0xAC, "scas": 0xAE}[op]
         code = (bytes.fromhex(rep) if rep else b"") + (self.seg(ro=True) if op in ("movs", "cmps", "lods") else b"")
@@ -765,7 +779,7 @@ class Gen:
             return self.simple()
         r = rng.random()
         if self.depth < 0x200 and r < 0.55:
-            k = rng.randrange(11)
+            k = rng.randrange(15)
             if k == 0:
                 self.emit(bytes([0x50 + self.any_reg()]))
                 self.depth += 4
@@ -804,6 +818,19 @@ class Gen:
                 n = 4 * rng.randrange(1, 16)
                 self.emit(b"\x83\xec" + bytes([n]), defs=ARITH)  # sub esp, n
                 self.depth += n
+            elif k == 11:
+                self.emit(b"\x66\x60")                           # pusha (16-bit)
+                self.depth += 16
+            elif k == 12:
+                self.emit(b"\x66\x68" + le(rng.getrandbits(16), 2))     # push imm16
+                self.depth += 2
+            elif k == 13:
+                self.emit(b"\x66\x6a" + bytes([rng.getrandbits(8)]))   # push imm8 sign-extended to 16
+                self.depth += 2
+            elif k == 14:
+                v = 0x202 | rng.getrandbits(16) & (ARITH | DF)
+                self.emit(b"\x66\x68" + le(v, 2))
+                self.emit(b"\x66\x9d", defs=ARITH)               # popf (16-bit)
             else:
                 self.emit(b"\x6a" + bytes([rng.getrandbits(8)]))
                 self.depth += 4
@@ -832,6 +859,9 @@ class Gen:
             elif self.depth >= 32 and not self.protect - {ESP}:
                 self.emit(b"\x61")                               # popad
                 self.depth -= 32
+            elif self.depth >= 16 and not self.protect - {ESP}:
+                self.emit(b"\x66\x61")                           # popa (16-bit)
+                self.depth -= 16
             else:
                 self.emit(bytes([0x58 + self.free32()]))
                 self.depth -= 4
@@ -931,21 +961,26 @@ class Gen:
             return self.simple()
         rng = self.rng
         self.family = "enter"
-        level = rng.choice((0, 0, 1, 2, 3))
-        if level:
-            self.mov_imm32(EBP, ESP0 - self.depth - 0x20 + 4 * rng.randrange(8))   # a frame chain to copy
+        level = rng.choice((0, 0, 1, 2, 3, rng.randrange(4, 32), rng.randrange(32, 256)))
+        nest = level & 31                   # the CPU takes the level mod 32
+        o16 = rng.random() < 0.2            # ENTER/LEAVE with a 16-bit operand size: BP, word pushes
+        if nest or o16:
+            # a frame chain to copy, below ESP (so nothing it reads has been pushed yet); for the
+            # 16-bit forms EBP's upper half is the stack's, so that ESP = EBP at LEAVE either way
+            self.mov_imm32(EBP, self.esp0 - self.depth - 0x20 + 4 * rng.randrange(8))
         alloc = rng.randrange(0, 0x40)
-        self.emit(b"\xc8" + le(alloc, 2) + bytes([level]))
+        self.emit(self.osz(2 if o16 else 4) + b"\xc8" + le(alloc, 2) + bytes([level]))
         saved = set(self.protect)
-        self.depth += 4 + 4 * level + alloc
+        frame = (2 + 2 * nest if o16 else 4 + 4 * nest) + alloc
+        self.depth += frame
         self.no_stack = True
         self.protect |= {EBP}
         for _ in range(rng.randrange(0, 4)):
             self.simple()
         self.no_stack, self.protect = False, saved
-        self.depth -= 4 + 4 * level + alloc
+        self.depth -= frame
         self.family = "enter"
-        self.emit(b"\xc9")                                     # leave
+        self.emit(self.osz(2 if o16 else 4) + b"\xc9")        # leave
 
     def backward_loop(self):
         """A few iterations of a short body; every iteration starts with a CMP, so the flags are
@@ -1084,7 +1119,7 @@ def generate(seed: int, n_steps: int | None = None, excluded=()) -> Program:
         except Regen:
             continue
         regs = {r: rng.getrandbits(32) for r in REG32}
-        regs["esp"] = ESP0
+        regs["esp"] = g.esp0
         regs["eflags"] = 0x202 | (rng.getrandbits(12) & ARITH) | (DF if rng.random() < 0.2 else 0)
         return Program(seed, code, g.items, g.undef, regs, rng.randbytes(DATA_SIZE), rng.randbytes(STACK_SIZE))
     raise RuntimeError(f"seed {seed}: could not lay out a program")
