@@ -236,3 +236,29 @@ def test_bad_configuration():
         vmcore.Machine(memory_mb=2).mem_read(2 << 20, 1)
     with pytest.raises(vmcore.ConfigError):
         vmcore.Machine(memory_mb=2).reg_read("rax")
+
+
+def livelock_machine():
+    """Every vector's gate points at a ud2: #UD, deliver, #UD at the handler... no
+    instruction ever retires, as on hardware, but the run must still end."""
+    m = machine(bytes.fromhex("0f0b"))                       # ud2
+    gdt = bytes(8) + struct.pack("<HHBBBB", 0xFFFF, 0, 0, 0x9A, 0xCF, 0)
+    m.mem_write(0x500, gdt)
+    m._engine.gdtr_set(0x500, len(gdt) - 1)
+    gate = struct.pack("<HHBBH", CODE, 0x08, 0, 0x8E, 0)       # every vector -> the ud2
+    m.mem_write(0x3000, gate * 32)
+    m._engine.idtr_set(0x3000, 32 * 8 - 1)
+    # a 16-bit stack at 1 MiB: SP wraps inside it, so the frames never reach the tables
+    m._engine.seg_set(2, 0x10, 0x100000, 0xFFFF, 0x0093)
+    return m
+
+
+def test_exception_livelock_ends_by_count():
+    r = livelock_machine().run(count=10_000)
+    assert r.exit is Exit.BUDGET
+    assert r.instructions == 0
+
+
+def test_exception_livelock_ends_by_timeout():
+    r = livelock_machine().run(timeout=0.3)
+    assert r.exit is Exit.TIMEOUT

@@ -288,6 +288,7 @@ class Machine:
         hook or a device ends the run and is re-raised here."""
         engine = self._engine
         start_icount = engine.icount
+        start_progress = engine.progress
         start = time.perf_counter()
         deadline = None if timeout is None else start + timeout
         self._stop_requested = False
@@ -297,9 +298,11 @@ class Machine:
         reason = ""
         try:
             while exit_kind is None:
-                done = engine.icount - start_icount
+                # count bounds instructions plus exception deliveries, so that a guest that
+                # faults forever without retiring an instruction still ends
+                done = engine.progress - start_progress
                 if count is not None and done >= count:
-                    exit_kind, reason = Exit.BUDGET, f"executed {count} instructions"
+                    exit_kind, reason = Exit.BUDGET, f"executed {count} instructions and exception deliveries"
                     break
                 if deadline is not None and time.perf_counter() >= deadline:
                     exit_kind, reason = Exit.TIMEOUT, f"timeout after {timeout} s"

@@ -80,6 +80,12 @@ def build_runner() -> Path:
             _runner["error"] = ("gcc -m32 cannot build the native runner (install gcc-multilib): "
                                 + "\n".join(errors)[-1500:])
             raise RunnerUnavailable(_runner["error"])
+    # the host must be able to run it (a 64-bit kernel without IA-32 emulation cannot)
+    try:
+        subprocess.run([str(out)], input=b"HDF1" + bytes(40), capture_output=True, timeout=60)
+    except OSError as e:
+        _runner["error"] = f"the host cannot run the 32-bit runner {out}: {e}"
+        raise RunnerUnavailable(_runner["error"]) from e
     _runner["path"] = out
     return out
 
@@ -409,8 +415,13 @@ def campaign(first_seed: int, target_insns: int, batch: int = 400, max_failures:
             inp.write(_native_input(progs, False))
             inp.seek(0)
             proc = subprocess.Popen([str(runner)], stdin=inp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            vms = [run_vmcore(p) for p in progs]        # meanwhile, on the other core
-            out, err = proc.communicate(timeout=600)
+            try:
+                vms = [run_vmcore(p) for p in progs]    # meanwhile, on the other core
+                out, err = proc.communicate(timeout=600)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
         if proc.returncode != 0:
             raise RuntimeError(f"native runner failed ({proc.returncode}) on seeds {progs[0].seed}.."
                                f"{progs[-1].seed}: {err.decode(errors='replace')[-2000:]}")

@@ -248,6 +248,8 @@ int main(void) {
     stack_size = hdr[8];
     max_steps = hdr[9];
     g_tracing = mode == 1;
+    if (n_cases == 0)
+        return 0;
     code = map_fixed(code_addr, code_size, PROT_READ | PROT_WRITE | PROT_EXEC);
     data = map_fixed(data_addr, data_size, PROT_READ | PROT_WRITE);
     stack = map_fixed(stack_addr, stack_size, PROT_READ | PROT_WRITE);
@@ -270,7 +272,7 @@ int main(void) {
     sa.sa_sigaction = on_signal;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP};
+    int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGALRM};
     for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
         if (sigaction(sigs[i], &sa, NULL) != 0)
             die("sigaction");
@@ -302,6 +304,7 @@ int main(void) {
             g_nsteps = 0;
         }
         head_t h;
+        alarm(5);                       /* a sequence that never ends stops with SIGALRM */
         if (sigsetjmp(g_jb, 1) == 0) {
             g_in_guest = 1;
             run_guest();
@@ -313,6 +316,7 @@ int main(void) {
         } else {
             h = g_fault;
         }
+        alarm(0);
         if (g_tracing) {
             write_exact(&g_nsteps, 4);
             write_exact(g_steps, (size_t)g_nsteps * rec_size);

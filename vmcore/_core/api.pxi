@@ -193,6 +193,11 @@ cdef class Engine:
         def __get__(self):
             return self.c.icount
 
+    property progress:
+        """Instructions retired plus exceptions and interrupts delivered: what budgets bound."""
+        def __get__(self):
+            return self.c.icount + self.c.n_exceptions
+
     def seg_get(self, int index):
         cdef Seg* s = &self.c.seg[index]
         return (s.sel, s.base, s.limit, s.attr)

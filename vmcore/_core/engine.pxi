@@ -183,7 +183,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
     cdef bint step_one
     c.exit_reason = EXIT_NONE
     while True:
-        if c.icount >= stop_at:
+        if c.icount >= stop_at or stop_at == 0:
             c.exit_reason = EXIT_BUDGET
             break
         if c.until_active and c.eip == c.until_eip:
@@ -202,6 +202,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             c.exc_has_err = 0
             c.exc_soft = 0
             prev = NULL
+            stop_at -= 1       # a delivery uses budget too: a guest faulting forever still ends
             if deliver_exception(c):
                 break
             continue
@@ -220,6 +221,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             if code_gpa(c, c.seg[S_CS].base + c.eip, &gpa):
                 # the instruction's page does not translate: #PF before it runs
                 prev = NULL
+                stop_at -= 1
                 if deliver_exception(c):
                     break
                 continue
@@ -261,6 +263,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                 c.exc_has_err = 0
                 c.exc_soft = 0
                 prev = NULL
+                stop_at -= 1
                 if deliver_exception(c):
                     break
             continue
@@ -272,6 +275,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                 c.eip = i.next_eip
             else:
                 c.eip = i.next_eip - i.len
+            stop_at -= 1       # a delivery uses budget too: a guest faulting forever still ends
             if deliver_exception(c):
                 break
         elif rc == RC_EXIT:
