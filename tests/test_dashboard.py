@@ -23,6 +23,8 @@ from vmcore.dashboard import DATA_ID
 pytest.importorskip("pytest_benchmark")
 
 RUNS = 3
+# every benchmarked workload: bench/test_workloads.py's, then bench/test_kernel.py's
+BENCHMARKED = [*workloads.WORKLOADS, *workloads.KERNEL_WORKLOADS, *(f"nano-{op}" for op in workloads.NANOBENCHMARKS)]
 
 
 def vmcore(*args, timeout=600):
@@ -70,7 +72,7 @@ def test_bench_stores_each_run_with_the_documented_keys(stored):
     assert len(runs) == RUNS
     assert [f.name[:4] for f, _ in runs] == ["0001", "0002", "0003"]
     for _, data in runs:
-        assert {b["extra_info"]["workload"] for b in data["benchmarks"]} == set(list(workloads.WORKLOADS))
+        assert {b["extra_info"]["workload"] for b in data["benchmarks"]} == set(BENCHMARKED)
         for b in data["benchmarks"]:
             assert benchkeys.check(b["extra_info"]) == [], b["fullname"]
 
@@ -78,16 +80,17 @@ def test_bench_stores_each_run_with_the_documented_keys(stored):
 def test_bench_prints_the_table(stored):
     _, outputs = stored
     first, last = outputs[0], outputs[-1]
-    for name in list(workloads.WORKLOADS):
+    for name in BENCHMARKED:
         assert re.search(rf"│ {name} +│ bare +│ tiny +│", first), name
     head = first[:first.index("┡")]
     for column in ("workload", "mode", "size", "median", "guest MIPS", "native", "slowdown", "bt/bare", "bar ≤1.19",
                    "vs prev"):
         assert column in head, column
     rows = [line for line in first.splitlines() if line.startswith("│")]
-    assert len(rows) == len(list(workloads.WORKLOADS))
+    assert len(rows) == len(BENCHMARKED)
     assert all("│     n/a │" in line for line in rows)      # bt/bare: no bt benchmarks yet
-    assert all(re.search(r"│ +(yes|no) +│", line) for line in rows)
+    # the bar: yes or no, but n/a for a nanobenchmark (no native counterpart)
+    assert all(re.search(r"│ +(n/a) +│" if line.startswith("│ nano-") else r"│ +(yes|no) +│", line) for line in rows)
     assert all(line.rstrip().endswith("- │") for line in rows)                 # first run: nothing before it
     assert all(re.search(r"[+-]\d+\.\d% (REGRESSED )?│$", line.rstrip()) for line in last.splitlines()
                if line.startswith("│"))                                          # later runs: the change
@@ -118,8 +121,8 @@ def test_dashboard_shows_every_run_and_benchmark_with_its_numbers(stored, page):
             assert bench.fmt_seconds(b["stats"]["min"]) in cells
             assert bench.fmt_seconds(b["stats"]["max"]) in cells
             assert bench.fmt_mips(ei["guest_mips"]) in cells
-            assert bench.fmt_seconds(ei["native_seconds"]) in cells
-            assert bench.fmt_ratio(ei["slowdown_vs_native"]) in cells
+            assert bench.fmt_seconds(ei.get("native_seconds")) in cells       # n/a for a nanobenchmark
+            assert bench.fmt_ratio(ei.get("slowdown_vs_native")) in cells
             # the chart itself: a plotly figure whose traces hold the median and the MIPS of this run
             assert f'"{run.label()}"' in section
             assert repr(b["stats"]["median"]) in section or json.dumps(b["stats"]["median"]) in section
@@ -257,7 +260,7 @@ def test_dashboard_renders_in_headless_chromium(stored, page, tmp_path):
     dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
     assert dom.returncode == 0, dom.stderr[-2000:]
     n_series = len(re.findall(r'<section class="series"', page.read_text()))
-    assert n_series == len(list(workloads.WORKLOADS))
+    assert n_series == len(BENCHMARKED)
     # plotly drew every figure: each chart div gets its SVG, with one trace group per trace
     assert dom.stdout.count('class="main-svg"') >= n_series
     assert len(re.findall(r'class="[^"]*\bjs-plotly-plot\b', dom.stdout)) == n_series

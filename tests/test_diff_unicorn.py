@@ -21,7 +21,7 @@ On a mismatch the failure names the seed, re-runs the program in lock step (one 
 at a time on both) to find the first instruction after which the states differ, and prints
 the capstone listing and both register files.
 
-    pytest tests/test_diff_unicorn.py                       # >= 1e5 guest instructions
+    pytest tests/test_diff_unicorn.py                       # 2.5e5 guest instructions (a few seconds)
     VMCORE_DIFF_INSNS=10000000 pytest tests/test_diff_unicorn.py
     VMCORE_DIFF_SEED=123 pytest tests/test_diff_unicorn.py  # another family of programs
     pytest -m slow tests/test_diff_unicorn.py               # the long run (2e6, or VMCORE_DIFF_INSNS)
@@ -51,6 +51,8 @@ CODE = 0x1000
 CODE_END = 0x3F00
 DATA = 0x4000           # random data area; every memory operand points inside it
 DATA_END = 0x6000
+PROBES = 0x6000         # flag probes (SETcc / PUSHFD / LAHF results) land here, never overwritten
+PROBES_END = 0x7000
 STACK_LO = 0x7000
 ESP0 = 0x7800           # initial ESP; pushes stay within 0x7000..0x8000
 COMPARE = (0x0000, 0x10000)     # memory window compared (code, data, stack)
@@ -67,7 +69,7 @@ EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI = range(8)
 # condition code -> flags it reads (SDM Vol. 2 Appendix B)
 CC_READS = [OF, OF, CF, CF, ZF, ZF, CF | ZF, CF | ZF, SF, SF, PF, PF, SF | OF, SF | OF, ZF | SF | OF, ZF | SF | OF]
 
-DEFAULT_INSNS = 100_000
+DEFAULT_INSNS = 250_000
 SLOW_INSNS = 2_000_000
 
 
@@ -116,6 +118,7 @@ class Gen:
         self.esp_floor = 0              # [esp + d] operands use d >= esp_floor
         self.nlabel = 0
         self.pending_labels: list[str] = []
+        self.probe_at = PROBES
 
     # -- emission ---------------------------------------------------------------------
     def label(self):
@@ -164,16 +167,21 @@ class Gen:
         return b"\x66" if size == 2 else b""
 
     # -- memory operands ----------------------------------------------------------------
-    def seg(self):
-        return bytes([self.rng.choice((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65))]) if self.rng.random() < 0.1 else b""
+    def seg(self, write=True):
+        """A segment override now and then. CS only for reads: a code segment is never writable
+        in protected mode (#GP(0), SDM Vol. 3 §5.5), which the engine enforces and Unicorn does not."""
+        if self.rng.random() >= 0.1:
+            return b""
+        return bytes([self.rng.choice((0x26, 0x36, 0x3E, 0x64, 0x65) if write else (0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65))])
 
     def addr(self, size, span=0):
         """A data-area address with room for ``size`` (+ ``span``) bytes."""
         return self.rng.randrange(DATA + 0x40 + span, DATA_END - 0x40 - size - span)
 
-    def mem(self, size, avoid=(), span=0, a=None, allow16=True, allow_esp=True):
+    def mem(self, size, avoid=(), span=0, a=None, allow16=True, allow_esp=True, write=True):
         """Set up registers for a memory operand at a random data address (or ``a``) and
-        return (prefixes, encode(regfield) -> ModRM/SIB/displacement bytes, address)."""
+        return (prefixes, encode(regfield) -> ModRM/SIB/displacement bytes, address).
+        ``write=False`` marks an operand that is only read (a CS override is then allowed)."""
         rng = self.rng
         A = self.addr(size, span) if a is None else a
         avoid = set(avoid) | self.protect
@@ -181,7 +189,7 @@ class Gen:
                           ("abs", "b", "bd8", "bd32", "sib", "sibnobase", "esp"))
         if kind == "esp" and (not allow_esp or a is not None or span):
             kind = "bd8"
-        pre = self.seg()
+        pre = self.seg(write)
         if kind == "abs":
             return pre, (lambda reg: bytes([0x05 | reg << 3]) + le(A, 4)), A
         if kind == "esp":
@@ -215,7 +223,7 @@ class Gen:
         rm = rng.randrange(8)
         regs16 = {0: (EBX, ESI), 1: (EBX, EDI), 2: (EBP, ESI), 3: (EBP, EDI), 4: (ESI,), 5: (EDI,), 6: (EBP,), 7: (EBX,)}[rm]
         if any(r in avoid for r in regs16):
-            return self.mem(size, avoid, span, a, allow16=False)
+            return self.mem(size, avoid, span, a, allow16=False, allow_esp=allow_esp, write=write)
         mod = rng.choice((0, 1, 2)) if rm != 6 else rng.choice((0, 1, 2))
         if rm == 6 and mod == 0:
             return b"\x67" + pre, (lambda reg: bytes([0x06 | reg << 3]) + le(A, 2)), A
@@ -249,12 +257,12 @@ class Gen:
             else:
                 self.emit(o + bytes([8 * n + 2 + w, 0xC0 | d << 3 | s]), reads=reads, defs=defs, undefs=undefs)
         elif form == "mr":
-            pre, enc, _ = self.mem(size)
+            pre, enc, _ = self.mem(size, write=n != 7)
             lock = b"\xf0" if n != 7 and rng.random() < 0.2 else b""
             self.emit(lock + pre + o + bytes([8 * n + w]) + enc(self.any_reg()), reads=reads, defs=defs, undefs=undefs)
         elif form == "rm":
             r = self.dst(size) if n != 7 else self.any_reg()
-            pre, enc, _ = self.mem(size, avoid=(r & 3 if size == 1 else r,))
+            pre, enc, _ = self.mem(size, avoid=(r & 3 if size == 1 else r,), write=False)
             self.emit(pre + o + bytes([8 * n + 2 + w]) + enc(r), reads=reads, defs=defs, undefs=undefs)
         elif form == "ai":
             if n != 7 and EAX in self.protect:
@@ -268,7 +276,7 @@ class Gen:
                 d = self.dst(size) if n != 7 else self.any_reg()
                 self.emit(o + bytes([op, 0xC0 | n << 3 | d]) + imm, reads=reads, defs=defs, undefs=undefs)
             else:
-                pre, enc, _ = self.mem(size)
+                pre, enc, _ = self.mem(size, write=n != 7)
                 lock = b"\xf0" if n != 7 and rng.random() < 0.2 else b""
                 self.emit(lock + pre + o + bytes([op]) + enc(n) + imm, reads=reads, defs=defs, undefs=undefs)
 
@@ -301,7 +309,7 @@ class Gen:
             eff = dict(defs=ARITH & ~AF, undefs=AF)
             if kind == "test":
                 if mem:
-                    pre, enc, _ = self.mem(size)
+                    pre, enc, _ = self.mem(size, write=False)
                     self.emit(pre + o + bytes([0x84 + w]) + enc(self.any_reg()), **eff)
                 else:
                     self.emit(o + bytes([0x84 + w, 0xC0 | self.any_reg() << 3 | self.any_reg()]), **eff)
@@ -311,7 +319,7 @@ class Gen:
                 if r < 0.3:
                     self.emit(o + bytes([0xA8 + w]) + imm, **eff)
                 elif mem:
-                    pre, enc, _ = self.mem(size)
+                    pre, enc, _ = self.mem(size, write=False)
                     self.emit(pre + o + bytes([0xF6 + w]) + enc(0) + imm, **eff)
                 else:
                     self.emit(o + bytes([0xF6 + w, 0xC0 | self.any_reg()]) + imm, **eff)
@@ -408,7 +416,7 @@ class Gen:
             mem = rng.random() < 0.3
             if kind == "imul2":
                 if mem:
-                    pre, enc, _ = self.mem(size, avoid=(d,))
+                    pre, enc, _ = self.mem(size, avoid=(d,), write=False)
                     self.emit(pre + o + b"\x0f\xaf" + enc(d), **mulfx)
                 else:
                     self.emit(o + bytes([0x0F, 0xAF, 0xC0 | d << 3 | self.any_reg()]), **mulfx)
@@ -417,7 +425,7 @@ class Gen:
                 imm = le(rng.getrandbits(32), 1 if short else size)
                 opc = 0x6B if short else 0x69
                 if mem:
-                    pre, enc, _ = self.mem(size, avoid=(d,))
+                    pre, enc, _ = self.mem(size, avoid=(d,), write=False)
                     self.emit(pre + o + bytes([opc]) + enc(d) + imm, **mulfx)
                 else:
                     self.emit(o + bytes([opc, 0xC0 | d << 3 | self.any_reg()]) + imm, **mulfx)
@@ -426,7 +434,7 @@ class Gen:
         mem = rng.random() < 0.3
         if kind in ("mul", "imul"):
             if mem:
-                pre, enc, _ = self.mem(size)
+                pre, enc, _ = self.mem(size, write=False)
                 self.emit(pre + o + bytes([0xF6 + w]) + enc(sub), **mulfx)
             else:
                 self.emit(o + bytes([0xF6 + w, 0xC0 | sub << 3 | self.any_reg()]), **mulfx)
@@ -449,7 +457,7 @@ class Gen:
             self.mov_imm32(EDX, rng.getrandbits(16) << 16 | hi if size == 2 else hi)
             divisor_regs = [r for r in (ECX, EBX, EBP, ESI, EDI) if r not in self.protect]
         if mem or not divisor_regs:
-            pre, enc, A = self.mem(size, avoid=(EAX, EDX))
+            pre, enc, A = self.mem(size, avoid=(EAX, EDX), write=False)
             self.emit(o + bytes([0xC6 + w, 0x05]) + le(A, 4) + le(d, size))     # mov [A], divisor
             self.emit(pre + o + bytes([0xF6 + w]) + enc(sub), undefs=ARITH)
         else:
@@ -479,7 +487,7 @@ class Gen:
                 self.emit(pre + o + bytes([0x88 + w]) + enc(self.any_reg()))
             else:
                 r = self.dst(size)
-                pre, enc, _ = self.mem(size, avoid=(r & 3 if size == 1 else r,))
+                pre, enc, _ = self.mem(size, avoid=(r & 3 if size == 1 else r,), write=False)
                 self.emit(pre + o + bytes([0x8A + w]) + enc(r))
         elif kind == "movimm":
             imm = le(rng.getrandbits(32), size)
@@ -496,14 +504,14 @@ class Gen:
                 return
             A = self.addr(size)
             op = rng.choice((0xA0, 0xA2)) + w
-            self.emit(self.seg() + o + bytes([op]) + le(A, 4))
+            self.emit(self.seg(write=op >= 0xA2) + o + bytes([op]) + le(A, 4))
         elif kind == "movx":
             src_size = rng.choice((1, 2))
             dsize = rng.choice((2, 4)) if src_size == 1 else 4
             op = rng.choice((0xB6, 0xBE)) + (src_size - 1)
             d = self.dst(dsize)
             if rng.random() < 0.4:
-                pre, enc, _ = self.mem(src_size, avoid=(d,))
+                pre, enc, _ = self.mem(src_size, avoid=(d,), write=False)
                 self.emit(pre + self.osz(dsize) + bytes([0x0F, op]) + enc(d))
             else:
                 self.emit(self.osz(dsize) + bytes([0x0F, op, 0xC0 | d << 3 | self.any_reg()]))
@@ -580,7 +588,7 @@ class Gen:
             if {EAX, EBX} & self.protect:
                 return
             self.mov_imm32(EBX, self.addr(256))
-            self.emit(self.seg() + b"\xd7")
+            self.emit(self.seg(write=False) + b"\xd7")
         elif kind == "lahf":
             if EAX not in self.protect:
                 self.emit(b"\x9f", reads=SF | ZF | AF | PF | CF)
@@ -612,7 +620,7 @@ class Gen:
             size = rng.choice((2, 4))
             d = self.dst(size)
             if rng.random() < 0.3:
-                pre, enc, _ = self.mem(size, avoid=(d,))
+                pre, enc, _ = self.mem(size, avoid=(d,), write=False)
                 self.emit(pre + self.osz(size) + bytes([0x0F, 0x40 + cc]) + enc(d), reads=CC_READS[cc])
             else:
                 self.emit(self.osz(size) + bytes([0x0F, 0x40 + cc, 0xC0 | d << 3 | self.any_reg()]), reads=CC_READS[cc])
@@ -632,7 +640,7 @@ class Gen:
             d = self.dst(size) if sub else self.any_reg()
             self.emit(o + bytes([0x0F, 0xBA, 0xC0 | (4 + sub) << 3 | d, rng.getrandbits(8)]), **fx)
         elif kind == "bt_mi":
-            pre, enc, _ = self.mem(size)
+            pre, enc, _ = self.mem(size, write=sub != 0)
             lock = b"\xf0" if sub and rng.random() < 0.3 else b""
             self.emit(lock + pre + o + b"\x0f\xba" + enc(4 + sub) + bytes([rng.getrandbits(8)]), **fx)
         elif kind == "bt_mr":
@@ -640,7 +648,7 @@ class Gen:
             off = rng.randrange(-400, 400)
             r = self.free32()
             self.mov_imm32(r, (rng.getrandbits(16) << 16 | (off & 0xFFFF)) if size == 2 else off & 0xFFFFFFFF)
-            pre, enc, _ = self.mem(size, avoid=(r,), span=64)
+            pre, enc, _ = self.mem(size, avoid=(r,), span=64, write=sub != 0)
             lock = b"\xf0" if sub and rng.random() < 0.3 else b""
             self.emit(lock + pre + o + bytes([0x0F, 0xA3 + 8 * sub]) + enc(r), **fx)
         else:
@@ -649,7 +657,7 @@ class Gen:
             nz = rng.getrandbits(bits) | (1 << rng.randrange(bits))      # a nonzero source
             fx = dict(defs=ZF, undefs=CF | OF | SF | AF | PF)
             if rng.random() < 0.4:
-                pre, enc, A = self.mem(size, avoid=(d,))
+                pre, enc, A = self.mem(size, avoid=(d,), write=False)
                 self.emit(o + bytes([0xC7, 0x05]) + le(A, 4) + le(nz, size))   # mov [A], nonzero
                 self.emit(pre + o + bytes([0x0F, op]) + enc(d), **fx)
             else:
@@ -694,7 +702,7 @@ class Gen:
         self.mov_imm32(ECX, (up() | count) if a16 else count)
         base = {"movs": 0xA4, "cmps": 0xA6, "stos": 0xAA, "lods": 0xAC, "scas": 0xAE}[op]
         code = (b"\x67" if a16 else b"") + (bytes.fromhex(rep) if rep else b"")
-        code += self.seg() if op in ("movs", "cmps", "lods") else b""
+        code += self.seg(write=False) if op in ("movs", "cmps", "lods") else b""   # the source (DS) side
         code += self.osz(size) + bytes([base + (0 if size == 1 else 1)])
         defs = ARITH if op in ("cmps", "scas") and (count or rep is None) else 0
         self.emit(code, defs=defs)
@@ -719,7 +727,7 @@ class Gen:
                 self.emit(bytes([0x6A, rng.getrandbits(8)]))
                 self.depth += 4
             elif k == 4:
-                pre, enc, _ = self.mem(4)
+                pre, enc, _ = self.mem(4, write=False)
                 self.emit(pre + b"\xff" + enc(6))
                 self.depth += 4
             elif k == 5:
@@ -789,7 +797,7 @@ class Gen:
             else:
                 A = self.addr(4)
                 self.emit(b"\xc7\x05" + le(A, 4), ("abs32", target))    # mov dword [A], target
-                pre, enc, _ = self.mem(4, a=A)
+                pre, enc, _ = self.mem(4, a=A, write=False)
                 self.emit(pre + b"\xff" + enc(4))
         at_jump = self.undef
         conditional = kind not in ("jmp8", "jmp32", "ind_reg", "ind_mem")
@@ -836,7 +844,7 @@ class Gen:
         else:
             A = self.addr(4)
             self.emit(b"\xc7\x05" + le(A, 4), ("abs32", sub))
-            pre, enc, _ = self.mem(4, a=A)
+            pre, enc, _ = self.mem(4, a=A, write=False)
             self.emit(pre + b"\xff" + enc(2))                 # call dword [A]
 
     def enter_group(self):
@@ -881,7 +889,27 @@ class Gen:
             self.emit(b"\x49", defs=ARITH & ~CF)               # dec ecx
             self.emit(b"\x75", ("rel8", top), reads=ZF)        # jnz top
 
+    def probe(self):
+        """Record flags that are defined right now where nothing will overwrite them: SETcc of a
+        condition over defined flags, PUSHFD/POP [m] when all six are defined, or LAHF/MOV [m], AH.
+        Without probes a flag is only seen when something reads it before it is overwritten."""
+        rng = self.rng
+        slot = self.probe_at
+        self.probe_at = PROBES + (self.probe_at - PROBES + 4) % (PROBES_END - PROBES)
+        choices = [cc for cc in range(16) if not CC_READS[cc] & self.undef]
+        if not self.undef & ARITH and rng.random() < 0.3:
+            self.emit(b"\x9c", reads=ARITH)                          # pushfd
+            self.emit(b"\x8f\x05" + le(slot, 4))                     # pop dword [slot]
+        elif not self.undef & (SF | ZF | AF | PF | CF) and EAX not in self.protect and rng.random() < 0.3:
+            self.emit(b"\x9f", reads=SF | ZF | AF | PF | CF)         # lahf
+            self.emit(b"\x88\x25" + le(slot, 4))                     # mov byte [slot], ah
+        elif choices:
+            cc = rng.choice(choices)
+            self.emit(bytes([0x0F, 0x90 + cc, 0x05]) + le(slot, 4), reads=CC_READS[cc])   # setcc [slot]
+
     def step(self):
+        if self.rng.random() < 0.35:
+            self.probe()
         r = self.rng.random()
         if r < 0.62:
             self.simple()
@@ -1159,11 +1187,14 @@ def lock_step(p: Program):
         pc = m.reg_read("eip")
         r = m.run(count=1)
         it = items.get(pc)
+        if r.exit == vmcore.Exit.HLT:
+            upc = u.uc.reg_read(UC_REGS["eip"])
+            return None if upc == pc == u.end else (k, pc, vm_state(m, r), u.state(), undef)
+        if r.exit == vmcore.Exit.SHUTDOWN:
+            undef_at_fault = undef              # the faulting instruction did not complete
         if it is not None:
             undef = it.effect(undef)
         vs = vm_state(m, r)
-        if r.exit == vmcore.Exit.HLT:
-            vs.regs["eip"] += 1               # undo vm_state's adjustment: compare raw EIPs here
         # step Unicorn until it leaves this instruction (REP iterations count one by one there)
         err = None
         for _ in range(100_000):
@@ -1172,8 +1203,9 @@ def lock_step(p: Program):
             if err or u.intr or upc != pc:
                 break
         us = u.state(err)
-        if r.exit == vmcore.Exit.HLT:
-            return None if us.regs["eip"] == pc else (k, pc, vs, us, undef)
+        if r.exit == vmcore.Exit.SHUTDOWN and u.intr:
+            # both faulted here: the same exception, at the same place, with the same state?
+            return (k, pc, vs, us, undef_at_fault) if differences(vs, us, undef_at_fault) else None
         if r.exit != vmcore.Exit.BUDGET or err or u.intr:
             return k, pc, vs, us, undef
         vs.stop = us.stop = "step"
@@ -1282,7 +1314,8 @@ def test_generator_covers_enough_instructions():
     if _totals["programs"] == 0:
         executed, _, _ = run_campaign(BASE_SEED, 1, max_failures=1000)
         pytest.skip(f"the campaign tests did not run in this session (one program: {executed} instructions)")
-    assert _totals["executed"] >= min(_budget(), DEFAULT_INSNS) * 0.99, _totals
+    assert _totals["executed"] >= min(_budget(), DEFAULT_INSNS), _totals
+    assert _totals["executed"] >= 100_000 or _budget() < 100_000, _totals
 
 
 @pytest.mark.parametrize("chunk", range(4))

@@ -184,10 +184,14 @@ def test_exception_delivered_through_idt():
 
 
 def test_unimplemented_instruction_is_a_named_exit():
-    m = machine(bytes.fromhex("f1"))   # f1   int1 (ICEBP): not implemented yet
+    # 0f 00 c0   sldt eax... is implemented; a 16-bit TSS is not: jmp to one
+    gdt = bytes(8) + struct.pack("<HHBBBB", 0x2B, 0x2000, 0, 0x81, 0, 0)   # 0x08: 16-bit TSS
+    m = machine(bytes.fromhex("ea 00 00 00 00 08 00"))     # jmp 0x08:0
+    m.mem_write(0x500, gdt)
+    m._engine.gdtr_set(0x500, len(gdt) - 1)
     r = m.run()
     assert r.exit is Exit.UNIMPLEMENTED
-    assert "int1" in r.reason
+    assert "jmp" in r.reason
     assert m.reg_read("eip") == CODE          # stopped before it, nothing executed
 
 

@@ -317,6 +317,20 @@ def test_lock_prefix_on_memory_forms(code_hex, before, after):
     assert read32(m, DATA_GPA) == after
 
 
+@pytest.mark.parametrize("code_hex", [
+    "2e 89 03",                 # 2e 89 03              mov dword ptr cs:[ebx], eax
+    "2e ff 03",                 # 2e ff 03              inc dword ptr cs:[ebx]
+    "2e a3 00 40 00 00",        # 2e a3 00 40 00 00     mov dword ptr cs:[0x4000], eax
+])
+def test_write_through_cs_is_a_general_protection_fault(code_hex):
+    """Protected mode: code segments are never writable; a write through CS raises #GP(0)
+    (SDM Vol. 3 §5.5; MOV/INC "Protected Mode Exceptions": destination in a non-writable segment)."""
+    code = asm(code_hex)
+    m, r = run_fault(code, 13, error_code=0, regs=dict(eax=0x12345678, ebx=DATA_GPA),
+                     mem={DATA_GPA: le32(0x11111111)})
+    assert read32(m, DATA_GPA) == 0x11111111, "the faulting write must not happen"
+
+
 def test_prefix_and_opcode_across_a_page_boundary():
     """An instruction whose bytes straddle two pages is fetched whole."""
     start = 0x2000 - 3

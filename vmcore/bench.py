@@ -102,12 +102,12 @@ def size_label(extra_info: dict) -> str:
     """``tiny``, ``small`` or ``bench`` when ``size`` is that calibrated size of the workload, else the number."""
     from vmcore import workloads
 
-    w = workloads.WORKLOADS.get(extra_info.get("workload"))
+    sizes = workloads.bench_sizes(str(extra_info.get("workload")))
     size = extra_info.get("size")
     if size is None:
         return "-"
-    if w is not None:
-        for label, value in w.sizes.items():
+    if sizes is not None:
+        for label, value in sizes.items():
             if value == size:
                 return label
     return str(size)

@@ -26,6 +26,37 @@ key                           type       meaning
                                          ``bt`` exists, ``bus_*``), name -> int
 ============================  =========  ==========================================================
 
+Benchmarks of the guest kernel (``bench/test_kernel.py``: its kernel-intensive workloads and
+the nanobenchmarks) record these as well; ``check`` checks their types where they are present:
+
+============================  =========  ==========================================================
+key                           type       meaning
+============================  =========  ==========================================================
+``ops``                       int        operations in one run: a kernel workload's size (rounds
+                                         of fork and wait, message round trips, pages touched),
+                                         a nanobenchmark's iterations
+``guest_instructions_per_op`` float      guest instructions per operation: for a nanobenchmark,
+                                         its loop's RDTSC count in the guest (RDTSC counts
+                                         instructions on vmcore) less that of the same loop run
+                                         0 times, over ``ops`` (loop overhead included: a
+                                         decrement and a branch); for a workload,
+                                         ``guest_instructions / ops`` (boot included)
+``host_ns_per_op``            float      host nanoseconds per operation: for a nanobenchmark, its
+                                         loop timed on the host between the guest's two writes to
+                                         port 0x80 that bracket it (median over the rounds), over
+                                         ``ops``; for a workload, ``median / ops`` in ns
+``op``                        str        a nanobenchmark's operation (``syscall``, ``in``,
+                                         ``cli_sti``, ``callret``, ``pgfault``, ``divzero``,
+                                         ``ptemod``, ``cr3``; Adams & Agesen, ASPLOS 2006); its
+                                         ``workload`` is ``nano-<op>``. A nanobenchmark has no
+                                         native counterpart: it has no ``native_seconds`` and no
+                                         ``slowdown_vs_native``
+``guest_kernel``              dict       the guest kernel's own counters, printed at its shutdown:
+                                         timer ticks, preemptions, context switches, system
+                                         calls, page faults, demand-zero fills, copy-on-write
+                                         copies, forks, ... name -> int
+============================  =========  ==========================================================
+
 The slowdown of ``bt`` against ``bare`` is not a key: it needs two benchmarks, and
 ``vmcore bench`` / ``vmcore dashboard`` compute it from a ``mode="bt"`` and a ``mode="bare"``
 benchmark of the same workload and size in the same run.
@@ -48,6 +79,18 @@ EXTRA_INFO_KEYS: dict[str, tuple[type, ...]] = {
 }
 """Every key of a benchmark's ``extra_info`` and the types its value may have."""
 
+OPTIONAL_KEYS: dict[str, tuple[type, ...]] = {
+    "ops": (int,),
+    "guest_instructions_per_op": (int, float),
+    "host_ns_per_op": (int, float),
+    "op": (str,),
+    "guest_kernel": (dict,),
+}
+"""Keys the guest kernel's benchmarks add, and the types their values may have."""
+
+NATIVE_KEYS = ("native_seconds", "slowdown_vs_native")
+"""The keys a nanobenchmark (a benchmark with ``op``) has no value for."""
+
 MODES = ("bare", "bt", "trap")
 
 
@@ -57,23 +100,32 @@ def check(extra_info: Mapping) -> list[str]:
     An empty list means it is complete.
     """
     problems = []
-    for key, types in EXTRA_INFO_KEYS.items():
+    nano = "op" in extra_info
+    for key, types in (*EXTRA_INFO_KEYS.items(), *OPTIONAL_KEYS.items()):
         if key not in extra_info:
-            problems.append(f"missing key {key!r}")
+            if key in EXTRA_INFO_KEYS and not (nano and key in NATIVE_KEYS):
+                problems.append(f"missing key {key!r}")
             continue
         value = extra_info[key]
         if isinstance(value, bool) or not isinstance(value, types):
             names = " or ".join(t.__name__ for t in types)
             problems.append(f"{key!r} is {type(value).__name__} {value!r}, not {names}")
+    unknown = sorted(k for k in extra_info if k not in EXTRA_INFO_KEYS and k not in OPTIONAL_KEYS)
+    if unknown:
+        problems.append(f"undocumented keys {unknown!r}")
     if problems:
         return problems
     if extra_info["mode"] not in MODES:
         problems.append(f"mode {extra_info['mode']!r} is none of {MODES}")
     for key in ("guest_instructions", "guest_mips", "native_seconds", "slowdown_vs_native"):
-        if not extra_info[key] > 0:
+        if key in extra_info and not extra_info[key] > 0:
             problems.append(f"{key!r} is {extra_info[key]!r}, not positive")
     bad = {k: v for k, v in extra_info["stats"].items()
            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int)}
     if bad:
         problems.append(f"'stats' has entries that are not name -> int: {bad!r}")
+    bad = {k: v for k, v in extra_info.get("guest_kernel", {}).items()
+           if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int)}
+    if bad:
+        problems.append(f"'guest_kernel' has entries that are not name -> int: {bad!r}")
     return problems

@@ -15,6 +15,8 @@ import numpy as np
 
 from vmcore._core._core import Engine, REG_NAMES, SEG_NAMES
 from vmcore.devices import DebugConsole, DebugExit, KeyboardController, PortBus, SystemControlPortA, Uart16550
+from vmcore.devices import Cmos, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB, TimerSet
+from vmcore.devices.clock import Clock, make_clock
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
 from vmcore.loaders.flat import load_flat
 from vmcore.loaders.multiboot import load_multiboot
@@ -32,6 +34,10 @@ HOOK_IO_IN = 2
 
 # instructions per engine.run() call: bounds how late a timeout is noticed
 _SLICE = 1 << 22
+_EFLAGS_IF = 0x200
+# a halted guest whose armed timers fire this many times in a row without raising INTR ends
+# the run with HLT (a safety net: a timer counts as a wake source only if its IRQ can reach the CPU)
+_IDLE_WAKE_LIMIT = 10_000
 
 EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
                    10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC"}
@@ -88,9 +94,16 @@ class Machine:
     reset() puts the CPU in its power-on state (real mode, CS:IP = F000:FFF0).
     ``cpu`` picks the few behaviours in which an 80286, an 80386 and later CPUs differ;
     ``devices=False`` leaves the port bus empty (every port unclaimed).
+
+    With devices, the PC's interrupt hardware is there too: the 8259A pair (``pic``; IRQ 0 the
+    PIT, IRQ 4 COM1, IRQ 8 the RTC), the 8254 PIT (``pit``), the CMOS RTC (``cmos``), port B
+    (0x61) and the POST port (0x80, ``post``). ``clock`` drives the PIT and the RTC: "virtual"
+    (time is the guest instruction count, 100 instructions per 1.193182 MHz PIT clock; runs
+    repeat exactly), "host" (time.monotonic) or a ``vmcore.devices.Clock``.
     """
 
-    def __init__(self, memory_mb: int = 64, mode: str = "bare", cpu: str = "i686", devices: bool = True):
+    def __init__(self, memory_mb: int = 64, mode: str = "bare", cpu: str = "i686", devices: bool = True,
+                 clock: str | Clock = "virtual"):
         if mode in PLANNED_MODES:
             raise ConfigError(f"mode {mode!r} is not available yet (the monitor is not built); use 'bare'")
         if mode not in MODES:
@@ -116,12 +129,43 @@ class Machine:
         self.interrupt_controller = None
         self.bus = PortBus()
         self.uart = Uart16550(sink=self._console.extend)
+        self.clock = make_clock(clock)
+        if self.clock.virtual and getattr(self.clock, "icount", True) is None:
+            engine = self._engine
+            self.clock.icount = lambda: engine.icount
+        self.timers = TimerSet(self.clock)   # the time-driven devices, polled between engine exits
+        self.pic = self.pit = self.cmos = self.port_b = self.post = None
+        self._intr = False
+        self._halted = False                 # in HLT with IF = 1, waiting for an interrupt
         if devices:
             self.bus.attach(0xE9, 1, DebugConsole(sink=self._console.extend), name="debugcon")
             self.bus.attach(0xF4, 4, DebugExit(on_exit=self._on_debug_exit), name="debug-exit")
             self.bus.attach(0x3F8, 8, self.uart, name="com1")
             self.bus.attach(0x92, 1, SystemControlPortA(self._engine.set_a20, self._on_reset), name="port-a")
-            self.bus.attach(0x60, 5, KeyboardController(self._engine.set_a20, self._on_reset), name="i8042")
+            kbc = KeyboardController(self._engine.set_a20, self._on_reset)
+            self.bus.attach(0x60, 1, kbc, name="i8042")
+            self.bus.attach(0x64, 1, PortWindow(kbc, 4), name="i8042-command")
+            self.pic = PicPair(self.set_intr)
+            self.bus.attach(0x20, 2, self.pic.master, name="pic-master")
+            self.bus.attach(0xA0, 2, self.pic.slave, name="pic-slave")
+            self.bus.attach(0x4D0, 2, self.pic.elcr, name="elcr")
+            self.pit = Pit8254(self.clock)
+            self.bus.attach(0x40, 4, self.pit, name="pit")
+            self.port_b = SystemControlPortB(self.pit)
+            self.bus.attach(0x61, 1, self.port_b, name="port-b")
+            self.cmos = Cmos(self.clock, memory_bytes=self.memory.size)
+            self.bus.attach(0x70, 2, self.cmos, name="cmos")
+            self.post = PostCode()
+            self.bus.attach(0x80, 1, self.post, name="post")
+            self.pic.connect(0, self.pit.irq)
+            self.pic.connect(4, self.uart.irq)
+            self.pic.connect(8, self.cmos.irq)
+            self.timers.add(self.pit)
+            self.timers.add(self.cmos)
+            irq_of = {id(self.pit): 0, id(self.cmos): 8}
+            pic = self.pic
+            self.timers.wakeable = lambda device: pic.can_interrupt(irq_of[id(device)])
+            self.interrupt_controller = pic
         self.boot_info = None
         self.exit_trace: Callable[[str], None] | None = None   # called with a line per engine exit
 
@@ -294,9 +338,12 @@ class Machine:
         self._stop_requested = False
         self._debug_exit_status = None
         engine.set_until(until)
+        timers = self.timers
         exit_kind = None
         reason = ""
         try:
+            if timers.active:
+                timers.service()
             while exit_kind is None:
                 # count bounds instructions plus exception deliveries, so that a guest that
                 # faults forever without retiring an instruction still ends
@@ -307,8 +354,15 @@ class Machine:
                 if deadline is not None and time.perf_counter() >= deadline:
                     exit_kind, reason = Exit.TIMEOUT, f"timeout after {timeout} s"
                     break
+                if self._halted:
+                    exit_kind, reason = self._wait_for_interrupt(deadline, timeout)
+                    continue
                 budget = _SLICE if count is None else min(_SLICE, count - done)
+                if timers.active:            # a timer armed: end the slice at its deadline
+                    budget = timers.bound(budget)
                 code = engine.run(budget)
+                if timers.active:            # time-driven IRQs and host input, before the exit is handled
+                    timers.service()
                 if self.exit_trace is not None:
                     self.exit_trace(self._describe_exit(code))
                 if code == _EXIT_IO:
@@ -322,7 +376,10 @@ class Machine:
                         exit_kind, reason = Exit.RESET, "the guest pulsed the CPU reset line"
                 elif code == _EXIT_HLT:
                     self._exits["hlt"] += 1
-                    exit_kind, reason = Exit.HLT, f"HLT at eip={engine.eip - 1:#x}"
+                    if engine.eflags & _EFLAGS_IF:
+                        self._halted = True  # waits for an interrupt at the top of the loop
+                    else:
+                        exit_kind, reason = Exit.HLT, f"HLT at eip={engine.eip - 1:#x}"
                 elif code == _EXIT_SHUTDOWN:
                     self._exits["shutdown"] += 1
                     exit_kind, reason = Exit.SHUTDOWN, self._shutdown_reason()
@@ -353,7 +410,42 @@ class Machine:
 
     def set_intr(self, level: bool) -> None:
         """The interrupt controller's INTR output into the CPU."""
+        self._intr = bool(level)
         self._engine.set_intr(level)
+
+    def _wait_for_interrupt(self, deadline: float | None, timeout: float | None) -> tuple:
+        """HLT with IF = 1: let time pass until an interrupt can be taken. Under the virtual
+        clock time jumps to the next timer event whose IRQ can reach the CPU; under the host
+        clock the host sleeps until it (or host input, or the run's timeout). Returns
+        (None, "") once INTR is up, (Exit.HLT, reason) when nothing armed can ever wake the
+        guest, (Exit.TIMEOUT, reason) when the run's timeout comes first (still halted: the
+        next run() goes on waiting)."""
+        engine, timers, clock = self._engine, self.timers, self.clock
+        hlt_eip = engine.eip - 1
+        wakes = 0
+        while True:
+            if self._intr or engine.irq_pending:
+                self._halted = False
+                return None, ""
+            wake = timers.next_wake()
+            if wake is None and not timers.input_open:
+                self._halted = False
+                return Exit.HLT, f"HLT at eip={hlt_eip:#x} with interrupts enabled and no timer armed to wake it"
+            if wakes >= _IDLE_WAKE_LIMIT:
+                self._halted = False
+                return Exit.HLT, f"HLT at eip={hlt_eip:#x}: {wakes} timer events passed and none raised an interrupt"
+            if deadline is not None and time.perf_counter() >= deadline:
+                return Exit.TIMEOUT, f"timeout after {timeout} s (halted at eip={hlt_eip:#x})"
+            if clock.virtual and wake is not None:
+                clock.advance_to(wake)
+                wakes += 1
+            else:
+                seconds = None if wake is None else max(0.0, (wake - clock.now()) / clock.unit_hz)
+                if deadline is not None:
+                    left = max(0.0, deadline - time.perf_counter())
+                    seconds = left if seconds is None else min(seconds, left)
+                timers.wait_input(seconds)
+            timers.service()
 
     def _acknowledge_interrupt(self) -> None:
         """INTA: the controller names the vector, the CPU takes it at this boundary."""

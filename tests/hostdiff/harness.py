@@ -230,7 +230,8 @@ def run_vmcore(p: gen.Program) -> State:
 # Comparison
 # ---------------------------------------------------------------------------
 
-_EQUIV = {"SIGFPE": {"#0"}, "SIGSEGV": {"#13", "#14", "#12", "#11", "#10"}, "SIGBUS": {"#17", "#13"},
+# the signal Linux sends a 32-bit process for each exception vector
+_EQUIV = {"SIGFPE": {"#0"}, "SIGSEGV": {"#4", "#5", "#10", "#11", "#12", "#13", "#14"}, "SIGBUS": {"#17"},
           "SIGILL": {"#6"}, "SIGTRAP": {"#1", "#3"}}
 
 
@@ -434,7 +435,7 @@ def campaign(first_seed: int, target_insns: int, batch: int = 400, max_failures:
             res.generated += len(p.items)
             for it in p.items:
                 res.families[it.family] = res.families.get(it.family, 0) + 1
-            if differences(vm, host, p.final_undef) or not host.ended:
+            if differences(vm, host, p.final_undef) or host.ended == p.faults:
                 if len(res.failures) < max_failures:
                     res.failures.append(report(p, vm, host))
                 else:

@@ -182,10 +182,9 @@ static void on_trap(greg_t *g) {
 }
 
 static void on_signal(int sig, siginfo_t *si, void *ctx) {
-    (void)si;
     ucontext_t *uc = (ucontext_t *)ctx;
     greg_t *g = uc->uc_mcontext.gregs;
-    if (sig == SIGTRAP && g_tracing && g_in_guest) {
+    if (sig == SIGTRAP && g_tracing && g_in_guest && si->si_code == TRAP_TRACE) {
         on_trap(g);
         return;
     }

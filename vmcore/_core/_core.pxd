@@ -27,10 +27,11 @@ cdef struct Seg:
     uint32_t limit      # effective limit in bytes (granularity applied)
     uint16_t sel
     uint16_t attr       # descriptor bits 8-15 of dword 1 (type, S, DPL, P) | AVL, D/B, G << 12
-    # offset check (SDM Vol. 3 §5.3), one compare: an access of 2**k bytes at offset ea is
-    # valid iff (uint64) ea - lo <= span[k]; lo = 2**32 where no offset is valid
-    uint64_t lo[3]
-    uint64_t span[3]
+    # offset and type check (SDM Vol. 3 §5.3, §5.4), one compare: a read (w = 0) or write
+    # (w = 1) of 2**k bytes at offset ea is valid iff (uint64) ea - lo[w][k] <= span[w][k];
+    # lo = 2**32 where no access of that kind is allowed (unusable, read-only, execute-only)
+    uint64_t lo[2][3]
+    uint64_t span[2][3]
 
 cdef struct TlbEntry:
     uint32_t tag_r      # gla page base when reads hit, else 1 (never page aligned)
@@ -133,7 +134,8 @@ cdef struct Cpu:
     int exc_has_err
     uint32_t exc_err
     int exc_soft        # INT n / INT3 / INTO: the pushed EIP is the next instruction's
-    int exc_soft_kind   # 0: INT n; 1: INT3 or INTO (not IOPL-sensitive in virtual-8086 mode)
+    int exc_soft_kind   # 0: INT n; 1: INT3 or INTO (not IOPL-sensitive in virtual-8086 mode);
+                        # 2: INT1/ICEBP (no gate DPL check either)
     int first_exc_vector
     int first_exc_has_err
     uint32_t first_exc_err

@@ -116,7 +116,7 @@ cdef class Engine:
             self.c.seg[k].base = 0
             self.c.seg[k].limit = 0xFFFF
             self.c.seg[k].attr = 0x0093
-            seg_set_limits(&self.c.seg[k])
+            seg_set_limits(&self.c.seg[k], True)
         self.c.seg[S_CS].sel = 0xF000
         self.c.seg[S_CS].base = 0xFFFF0000U
         self.c.seg[S_CS].attr = 0x009B
@@ -151,7 +151,7 @@ cdef class Engine:
             self.c.seg[k].limit = 0xFFFFFFFFU
             self.c.seg[k].sel = 0x10 if k != S_CS else 0x08
             self.c.seg[k].attr = 0xC093 if k != S_CS else 0xC09B
-            seg_set_limits(&self.c.seg[k])
+            seg_set_limits(&self.c.seg[k], False)
         self.c.code32 = 1
         self.c.ss32 = 1
         self.c.ss_mask = 0xFFFFFFFFU
@@ -208,7 +208,7 @@ cdef class Engine:
         self.c.seg[index].base = base
         self.c.seg[index].limit = limit
         self.c.seg[index].attr = attr
-        seg_set_limits(&self.c.seg[index])
+        seg_set_limits(&self.c.seg[index], not self.c.pe)
         if index == S_CS:
             self.c.code32 = 1 if attr & 0x4000 else 0
             if self.c.pe:

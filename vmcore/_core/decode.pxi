@@ -658,7 +658,9 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
     # valid one-byte opcodes whose semantics belong to the system architecture
     # (segment loads, far transfers, IRET, string I/O, x87, BOUND, ARPL, LES/LDS)
     if op == 0xF1:
-        i.fn = h_UNIMPLEMENTED      # ICEBP
+        i.imm = EXC_DB              # INT1 / ICEBP: a #DB trap that skips the gate's DPL check
+        i.imm2 = 2
+        i.fn = h_INT
     return 1
 
 cdef int select_0f(Cpu* c, Insn* i, uint32_t op, uint32_t reg, int fm, int vs) noexcept nogil:

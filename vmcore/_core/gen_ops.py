@@ -20,14 +20,16 @@ HDR = "cdef int {name}(Cpu* c, Insn* i) noexcept nogil:\n"
 SZI = {"8": 0, "16": 1, "32": 2}
 
 
-def mem_addr(sz):
-    """Segment-checked linear address of the memory operand into `la`."""
-    return f"    cdef uint32_t la\n    if seg_addr(c, i, {SZI[sz]}, &la):\n        return RC_FAULT\n"
+def mem_addr(sz, write=False):
+    """Segment-checked linear address of the memory operand into `la` (for a write: the
+    segment must be writable)."""
+    check = "seg_addr_w" if write else "seg_addr"
+    return f"    cdef uint32_t la\n    if {check}(c, i, {SZI[sz]}, &la):\n        return RC_FAULT\n"
 
 
-def load_e(form, sz, dst="a"):
+def load_e(form, sz, dst="a", write=False):
     if form == "m":
-        return (mem_addr(sz) + f"    cdef uint32_t {dst}\n    cdef CcSave saved\n"
+        return (mem_addr(sz, write) + f"    cdef uint32_t {dst}\n    cdef CcSave saved\n"
                 f"    if rd{sz}(c, la, &{dst}):\n        return RC_FAULT\n    save_cc(c, &saved)\n")
     return f"    cdef uint32_t {dst} = getr{sz}(c, i.rm)\n"
 
@@ -51,7 +53,7 @@ def gen_alu(out, tables):
             frow = []
             for form in ("m", "r"):
                 name = f"h_{op}_E{s}G{s}_{form}"
-                body = load_e(form, bits)
+                body = load_e(form, bits, write=writes)
                 body += f"    cdef uint32_t r = alu(c, {core_op}, {szi}, a, getr{bits}(c, i.reg))\n"
                 body += store_e(form, bits, "r") if writes else "    return RC_NEXT\n"
                 out.append(HDR.format(name=name) + body)
@@ -66,7 +68,7 @@ def gen_alu(out, tables):
                 frow.append(name)
             for form in ("m", "r"):
                 name = f"h_{op}_E{s}I{s}_{form}"
-                body = load_e(form, bits)
+                body = load_e(form, bits, write=writes)
                 body += f"    cdef uint32_t r = alu(c, {core_op}, {szi}, a, i.imm)\n"
                 body += store_e(form, bits, "r") if writes else "    return RC_NEXT\n"
                 out.append(HDR.format(name=name) + body)
@@ -84,7 +86,7 @@ def gen_unary(out, tables):
             frow = []
             for form in ("m", "r"):
                 name = f"h_{op}_E{s}_{form}"
-                body = load_e(form, bits)
+                body = load_e(form, bits, write=True)
                 if op in ("INC", "DEC"):
                     body += f"    cdef uint32_t r = inc_dec(c, {op_index}, {szi}, a)\n"
                 elif op == "NOT":
@@ -112,7 +114,7 @@ def gen_shift(out, tables):
                     name = f"h_{op}_E{s}_{cnt}_{form}"
                     count = "i.imm" if cnt == "I" else "getr8(c, R_ECX)"
                     body = f"    cdef uint32_t n = {count} & 31\n"
-                    body += load_e(form, bits)
+                    body += load_e(form, bits, write=True)
                     body += "    if n == 0:\n        return RC_NEXT\n"
                     body += f"    cdef uint32_t r = shift(c, {op_index}, {szi}, a, n)\n"
                     body += store_e(form, bits, "r")
@@ -138,7 +140,7 @@ def gen_cond(out, tables):
             h = f"h_SET{name}_Eb_{form}"
             body = f"    cdef uint32_t r = cond_true(c, {cc})\n"
             if form == "m":
-                body += mem_addr("8") + "    return wr8(c, la, r)\n"
+                body += mem_addr("8", write=True) + "    return wr8(c, la, r)\n"
             else:
                 body += "    setr8(c, i.rm, r)\n    return RC_NEXT\n"
             out.append(HDR.format(name=h) + body)
@@ -169,7 +171,7 @@ def gen_mov(out, tables):
         for form in ("m", "r"):
             h = f"h_MOV_E{s}G{s}_{form}"
             out.append(HDR.format(name=h)
-                       + (mem_addr(bits) + f"    return wr{bits}(c, la, getr{bits}(c, i.reg))\n" if form == "m"
+                       + (mem_addr(bits, write=True) + f"    return wr{bits}(c, la, getr{bits}(c, i.reg))\n" if form == "m"
                           else f"    setr{bits}(c, i.rm, getr{bits}(c, i.reg))\n    return RC_NEXT\n"))
             row.append(h)
         eg.append(row)
@@ -184,7 +186,7 @@ def gen_mov(out, tables):
         for form in ("m", "r"):
             h = f"h_MOV_E{s}I{s}_{form}"
             out.append(HDR.format(name=h)
-                       + (mem_addr(bits) + f"    return wr{bits}(c, la, i.imm)\n" if form == "m"
+                       + (mem_addr(bits, write=True) + f"    return wr{bits}(c, la, i.imm)\n" if form == "m"
                           else f"    setr{bits}(c, i.rm, i.imm)\n    return RC_NEXT\n"))
             row.append(h)
         ei.append(row)

@@ -51,21 +51,38 @@ cdef inline int seg_fault(Cpu* c, int seg) noexcept nogil:
     return RC_FAULT
 
 cdef inline int seg_off(Cpu* c, int seg, uint32_t ea, int sz, uint32_t* la) noexcept nogil:
-    """Linear address of 2**sz bytes at offset ea in segment seg, or a fault."""
+    """Linear address for reading 2**sz bytes at offset ea in segment seg, or a fault."""
     cdef Seg* s = &c.seg[seg]
-    if <uint64_t>ea - s.lo[sz] > s.span[sz]:
+    if <uint64_t>ea - s.lo[0][sz] > s.span[0][sz]:
+        return seg_fault(c, seg)
+    la[0] = s.base + ea
+    return 0
+
+cdef inline int seg_off_w(Cpu* c, int seg, uint32_t ea, int sz, uint32_t* la) noexcept nogil:
+    """The same for writing (and read-modify-write): the segment must be writable data."""
+    cdef Seg* s = &c.seg[seg]
+    if <uint64_t>ea - s.lo[1][sz] > s.span[1][sz]:
         return seg_fault(c, seg)
     la[0] = s.base + ea
     return 0
 
 cdef inline int seg_addr(Cpu* c, Insn* i, int sz, uint32_t* la) noexcept nogil:
-    """Linear address of the instruction's memory operand (2**sz bytes), or a fault."""
+    """Linear address of the instruction's memory operand (2**sz bytes) for a read, or a fault."""
     return seg_off(c, i.seg, ea_of(c, i), sz, la)
 
-cdef void seg_set_limits(Seg* s) noexcept nogil:
-    """Recompute the offset check from limit and type. Valid offsets are [0, limit], or
-    (limit, 64 KiB - 1 or 4 GiB - 1 by the B bit] for expand-down data (SDM Vol. 3 §3.4.5.1)."""
+cdef inline int seg_addr_w(Cpu* c, Insn* i, int sz, uint32_t* la) noexcept nogil:
+    """The same for a write or a read-modify-write."""
+    return seg_off_w(c, i.seg, ea_of(c, i), sz, la)
+
+cdef void seg_set_limits(Seg* s, bint real_mode) noexcept nogil:
+    """Recompute the access checks from the cached limit and type. Valid offsets are
+    [0, limit], or (limit, 64 KiB - 1 or 4 GiB - 1 by the B bit] for expand-down data
+    (SDM Vol. 3 §3.4.5.1). In protected mode only readable segments can be read and
+    only writable data segments written (§5.4); real mode has no types."""
     cdef bint down = (s.attr & 0x18) == 0x10 and (s.attr & 0x04) != 0
+    cdef bint code = (s.attr & 0x18) == 0x18
+    cdef bint readable = real_mode or not code or (s.attr & 0x02) != 0
+    cdef bint writable = real_mode or (not code and (s.attr & 0x02) != 0)
     cdef uint64_t first = 0
     cdef uint64_t last = s.limit
     cdef uint64_t n
@@ -76,11 +93,24 @@ cdef void seg_set_limits(Seg* s) noexcept nogil:
     for k in range(3):
         n = (1 << k) - 1
         if last < first + n:
-            s.lo[k] = 0x100000000ULL
-            s.span[k] = 0
+            s.lo[0][k] = 0x100000000ULL
+            s.span[0][k] = 0
         else:
-            s.lo[k] = first
-            s.span[k] = last - n - first
+            s.lo[0][k] = first
+            s.span[0][k] = last - n - first
+        s.lo[1][k] = s.lo[0][k] if writable else 0x100000000ULL
+        s.span[1][k] = s.span[0][k] if writable else 0
+        if not readable:
+            s.lo[0][k] = 0x100000000ULL
+            s.span[0][k] = 0
+
+cdef void seg_make_unusable(Seg* s) noexcept nogil:
+    """A segment register loaded with a null selector: any access through it faults."""
+    cdef int k, w
+    for w in range(2):
+        for k in range(3):
+            s.lo[w][k] = 0x100000000ULL
+            s.span[w][k] = 0
 
 # ALU cores. op: 0 ADD 1 OR 2 ADC 3 SBB 4 AND 5 SUB 6 XOR 7 CMP (ModRM.reg order).
 cdef inline uint32_t alu(Cpu* c, int op, int sz, uint32_t a, uint32_t b) noexcept nogil:

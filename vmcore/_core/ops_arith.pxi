@@ -14,6 +14,15 @@ cdef inline int load_E(Cpu* c, Insn* i, int sz, uint32_t* v, uint32_t* la) noexc
     v[0] = getr_sz(c, i.rm, sz)
     return 0
 
+cdef inline int load_E_w(Cpu* c, Insn* i, int sz, uint32_t* v, uint32_t* la) noexcept nogil:
+    """load_E for an operand that will be written back: a memory one must be writable."""
+    if i.flags & IF_MEM:
+        if seg_addr_w(c, i, sz, la):
+            return RC_FAULT
+        return rd_sz(c, la[0], sz, v)
+    v[0] = getr_sz(c, i.rm, sz)
+    return 0
+
 cdef inline int store_E(Cpu* c, Insn* i, int sz, uint32_t v, uint32_t la) noexcept nogil:
     if i.flags & IF_MEM:
         return wr_sz(c, la, sz, v)
@@ -100,7 +109,7 @@ cdef int h_SHxD(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t n = (getr8(c, R_ECX) if i.op & 2 else i.imm) & 31
     cdef uint32_t a, la = 0, b, r, cf
     cdef uint64_t w
-    if load_E(c, i, sz, &a, &la):
+    if load_E_w(c, i, sz, &a, &la):
         return RC_FAULT
     if n == 0:
         return RC_NEXT
@@ -366,7 +375,7 @@ cdef int h_XADD(Cpu* c, Insn* i) noexcept nogil:
     cdef int sz = i.op
     cdef uint32_t a, la = 0
     cdef uint32_t b
-    if load_E(c, i, sz, &a, &la):
+    if load_E_w(c, i, sz, &a, &la):
         return RC_FAULT
     b = getr_sz(c, i.reg, sz)
     cdef CcSave saved
@@ -387,7 +396,7 @@ cdef int h_CMPXCHG(Cpu* c, Insn* i) noexcept nogil:
     """0F B0/B1: compare accumulator with Ev; equal: Ev = Gv, else accumulator = Ev."""
     cdef int sz = i.op
     cdef uint32_t a, la = 0
-    if load_E(c, i, sz, &a, &la):
+    if load_E_w(c, i, sz, &a, &la):
         return RC_FAULT
     alu(c, 7, sz, getr_sz(c, R_EAX, sz), a)
     if (getr_sz(c, R_EAX, sz)) == a:
@@ -404,7 +413,7 @@ cdef int h_CMPXCHG8B(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t la, la_hi
     cdef uint32_t lo, hi
     cdef uint32_t f = compute_flags(c)
-    if seg_off(c, i.seg, ea, 2, &la) or seg_off(c, i.seg, ea + 4, 2, &la_hi):
+    if seg_off_w(c, i.seg, ea, 2, &la) or seg_off_w(c, i.seg, ea + 4, 2, &la_hi):
         return RC_FAULT
     if rd32(c, la, &lo) or rd32(c, la_hi, &hi):
         return RC_FAULT
@@ -437,13 +446,14 @@ cdef int h_BT(Cpu* c, Insn* i) noexcept nogil:
     cdef int32_t soff
     if i.imm2:
         off = i.imm & (bits - 1)
-        if load_E(c, i, sz, &v, &la):
+        if (load_E_w(c, i, sz, &v, &la) if i.op else load_E(c, i, sz, &v, &la)):
             return RC_FAULT
     else:
         off = getr_sz(c, i.reg, sz)
         if i.flags & IF_MEM:
             soff = <int32_t>sext(off, sz)
-            if seg_off(c, i.seg, ea_of(c, i) + <uint32_t>((soff >> (3 + sz)) * (<int32_t>bits >> 3)), sz, &la):
+            off = ea_of(c, i) + <uint32_t>((soff >> (3 + sz)) * (<int32_t>bits >> 3))
+            if (seg_off_w(c, i.seg, off, sz, &la) if i.op else seg_off(c, i.seg, off, sz, &la)):
                 return RC_FAULT
             if rd_sz(c, la, sz, &v):
                 return RC_FAULT

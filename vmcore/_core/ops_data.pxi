@@ -15,7 +15,7 @@ cdef inline int push(Cpu* c, int sz, uint32_t v) noexcept nogil:
     cdef uint32_t esp = c.regs[R_ESP]
     cdef uint32_t off = (esp - (2 if sz == 1 else 4)) & c.ss_mask
     cdef uint32_t la
-    if seg_off(c, S_SS, off, sz, &la):
+    if seg_off_w(c, S_SS, off, sz, &la):
         return RC_FAULT
     if wr_sz(c, la, sz, v):
         return RC_FAULT
@@ -74,7 +74,7 @@ cdef int h_POP_E(Cpu* c, Insn* i) noexcept nogil:
     if pop(c, sz, &v):
         return RC_FAULT
     pop_commit(c, sz)
-    if (i.flags & IF_MEM) and seg_addr(c, i, sz, &la):
+    if (i.flags & IF_MEM) and seg_addr_w(c, i, sz, &la):
         c.regs[R_ESP] = old_esp
         return RC_FAULT
     if store_E(c, i, sz, v, la):
@@ -210,7 +210,7 @@ cdef int h_MOV_d_load(Cpu* c, Insn* i) noexcept nogil:
 cdef int h_MOV_d_store(Cpu* c, Insn* i) noexcept nogil:
     """89 /r, memory destination, 32-bit, 32-bit address."""
     cdef uint32_t la
-    if seg_off(c, i.seg, c.regs[i.rm] + (c.regs[i.index] << i.scale) + i.disp, 2, &la):
+    if seg_off_w(c, i.seg, c.regs[i.rm] + (c.regs[i.index] << i.scale) + i.disp, 2, &la):
         return RC_FAULT
     return wr32(c, la, c.regs[i.reg])
 
@@ -219,7 +219,7 @@ cdef int h_MOV_moffs(Cpu* c, Insn* i) noexcept nogil:
     cdef int sz = i.imm2
     cdef uint32_t la
     cdef uint32_t v
-    if seg_off(c, i.seg, i.disp, sz, &la):
+    if (seg_off_w(c, i.seg, i.disp, sz, &la) if i.op & 2 else seg_off(c, i.seg, i.disp, sz, &la)):
         return RC_FAULT
     if i.op & 2:
         return wr_sz(c, la, sz, getr_sz(c, R_EAX, sz))
@@ -233,7 +233,7 @@ cdef int h_XCHG(Cpu* c, Insn* i) noexcept nogil:
     cdef int sz = i.op
     cdef uint32_t a, la = 0
     cdef uint32_t b = getr_sz(c, i.reg, sz)
-    if load_E(c, i, sz, &a, &la):
+    if load_E_w(c, i, sz, &a, &la):
         return RC_FAULT
     if store_E(c, i, sz, b, la):
         return RC_FAULT
@@ -299,7 +299,7 @@ cdef int h_MOV_E_SEG(Cpu* c, Insn* i) noexcept nogil:
     """8C: a register destination gets the selector zero-extended (32-bit operand)."""
     cdef uint32_t la
     if i.flags & IF_MEM:
-        if seg_addr(c, i, 1, &la):
+        if seg_addr_w(c, i, 1, &la):
             return RC_FAULT
         return wr16(c, la, c.seg[i.reg].sel)
     setr_sz(c, i.rm, opsz(i), c.seg[i.reg].sel)

@@ -53,12 +53,7 @@ cdef void null_outer_data_segs(Cpu* c) noexcept nogil:
         dpl = (attr >> 5) & 3
         if (attr & 0x10) and ((attr & 0x0C) != 0x0C) and dpl < c.cpl:
             c.seg[k].sel = 0
-            c.seg[k].lo[0] = 0x100000000ULL
-            c.seg[k].lo[1] = 0x100000000ULL
-            c.seg[k].lo[2] = 0x100000000ULL
-            c.seg[k].span[0] = 0
-            c.seg[k].span[1] = 0
-            c.seg[k].span[2] = 0
+            seg_make_unusable(&c.seg[k])
 
 cdef int enter_code(Cpu* c, uint32_t sel, uint32_t lo, uint32_t hi, uint32_t cpl, uint32_t eip) noexcept nogil:
     seg_from_descriptor(&c.seg[S_CS], (sel & 0xFFFC) | cpl, lo, hi)
@@ -110,7 +105,7 @@ cdef int deliver_pm(Cpu* c, int vector, bint has_err, uint32_t err, bint soft) n
         return task_switch(c, glo >> 16, TS_CALL, c.eip, has_err, err)
     if typ != 0x0E and typ != 0x0F and typ != 0x06 and typ != 0x07:
         return fault_err(c, EXC_GP, idt_err)
-    if soft and ((ghi >> 13) & 3) < c.cpl:
+    if soft and c.exc_soft_kind != 2 and ((ghi >> 13) & 3) < c.cpl:
         return fault_err(c, EXC_GP, idt_err)     # INT n needs gate DPL >= CPL
     if not (ghi & 0x8000):
         return fault_err(c, EXC_NP, idt_err)

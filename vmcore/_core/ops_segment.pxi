@@ -12,7 +12,7 @@ cdef inline void seg_load_real(Cpu* c, int idx, uint32_t sel) noexcept nogil:
     if c.eflags & FL_VM:
         s.limit = 0xFFFF
         s.attr = 0x00F3 if idx != S_CS else 0x00FB
-    seg_set_limits(s)
+    seg_set_limits(s, True)
     if idx == S_SS:
         c.ss32 = 0
         c.ss_mask = 0xFFFF
@@ -41,7 +41,7 @@ cdef void seg_from_descriptor(Seg* s, uint32_t sel, uint32_t lo, uint32_t hi) no
     if hi & 0x800000:
         s.limit = (s.limit << 12) | 0xFFF
     s.attr = <uint16_t>((hi >> 8) & 0xF0FF)
-    seg_set_limits(s)
+    seg_set_limits(s, False)
 
 cdef int seg_load_pm(Cpu* c, int idx, uint32_t sel) noexcept nogil:
     """Data and stack segment loads in protected mode (SDM Vol. 2 MOV, "Operation")."""
@@ -56,9 +56,7 @@ cdef int seg_load_pm(Cpu* c, int idx, uint32_t sel) noexcept nogil:
         s.base = 0
         s.limit = 0
         s.attr = 0
-        for typ in range(3):
-            s.lo[typ] = 0x100000000ULL
-            s.span[typ] = 0
+        seg_make_unusable(s)
         return 0
     if read_descriptor(c, sel, &lo, &hi, &gla):
         return RC_FAULT
@@ -164,7 +162,7 @@ cdef int far_transfer(Cpu* c, Insn* i, uint32_t sel, uint32_t off, int sz, bint 
     if typ == 0x0C or typ == 0x04:
         return call_gate(c, i, sel, lo, hi, is_call)
     if (typ & 0x18) != 0x18:
-        if typ == 0x09 or typ == 0x05:
+        if typ == 0x09 or typ == 0x05 or typ == 0x01:
             # a TSS, or a task gate naming one: a task switch (SDM Vol. 3 §7.3)
             if dpl < c.cpl or dpl < (sel & 3):
                 return fault_err(c, EXC_GP, sel & 0xFFFC)
@@ -374,7 +372,7 @@ cdef int h_INS(Cpu* c, Insn* i) noexcept nogil:
     if rep and (c.regs[R_ECX] & amask) == 0:
         c.eip = i.next_eip
         return RC_BRANCH
-    if seg_off(c, S_ES, c.regs[R_EDI] & amask, sz, &la):
+    if seg_off_w(c, S_ES, c.regs[R_EDI] & amask, sz, &la):
         return RC_FAULT
     c.io_port = c.regs[R_EDX] & 0xFFFF
     c.io_size = 1 << sz
@@ -394,7 +392,7 @@ cdef int ins_complete(Cpu* c, uint32_t value) noexcept nogil:
     cdef int32_t delta = (1 << sz) * (-1 if c.eflags & FL_DF else 1)
     cdef uint32_t la
     c.io_string = 0
-    if seg_off(c, S_ES, c.regs[R_EDI] & amask, sz, &la) or wr_sz(c, la, sz, value):
+    if seg_off_w(c, S_ES, c.regs[R_EDI] & amask, sz, &la) or wr_sz(c, la, sz, value):
         return deliver_exception(c)
     str_step(c, R_EDI, amask, delta)
     if c.io_rep:

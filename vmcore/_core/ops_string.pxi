@@ -24,7 +24,7 @@ cdef int h_STRING(Cpu* c, Insn* i) noexcept nogil:
         if op == 0:
             if seg_off(c, i.seg, c.regs[R_ESI] & amask, sz, &src) or rd_sz(c, src, sz, &a):
                 return RC_FAULT
-            if seg_off(c, S_ES, c.regs[R_EDI] & amask, sz, &dst) or wr_sz(c, dst, sz, a):
+            if seg_off_w(c, S_ES, c.regs[R_EDI] & amask, sz, &dst) or wr_sz(c, dst, sz, a):
                 return RC_FAULT
             str_step(c, R_ESI, amask, delta)
             str_step(c, R_EDI, amask, delta)
@@ -37,7 +37,7 @@ cdef int h_STRING(Cpu* c, Insn* i) noexcept nogil:
             str_step(c, R_ESI, amask, delta)
             str_step(c, R_EDI, amask, delta)
         elif op == 2:
-            if seg_off(c, S_ES, c.regs[R_EDI] & amask, sz, &dst) or wr_sz(c, dst, sz, getr_sz(c, R_EAX, sz)):
+            if seg_off_w(c, S_ES, c.regs[R_EDI] & amask, sz, &dst) or wr_sz(c, dst, sz, getr_sz(c, R_EAX, sz)):
                 return RC_FAULT
             str_step(c, R_EDI, amask, delta)
         elif op == 3:

@@ -19,7 +19,7 @@ cdef int h_SxDT(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t la, la2
     cdef uint32_t base = c.idtr_base if i.op else c.gdtr_base
     cdef uint32_t limit = c.idtr_limit if i.op else c.gdtr_limit
-    if seg_off(c, i.seg, ea, 1, &la) or seg_off(c, i.seg, ea + 2, 2, &la2):
+    if seg_off_w(c, i.seg, ea, 1, &la) or seg_off_w(c, i.seg, ea + 2, 2, &la2):
         return RC_FAULT
     if i.flags & IF_O16:
         base &= 0x00FFFFFF
@@ -51,7 +51,7 @@ cdef int h_SMSW(Cpu* c, Insn* i) noexcept nogil:
     """0F 01 /4: CR0 bits 0-15 (a 32-bit register gets all of CR0)."""
     cdef uint32_t la
     if i.flags & IF_MEM:
-        if seg_addr(c, i, 1, &la):
+        if seg_addr_w(c, i, 1, &la):
             return RC_FAULT
         return wr16(c, la, c.cr0 & 0xFFFF)
     setr_sz(c, i.rm, opsz(i), c.cr0 if opsz(i) == 2 else c.cr0 & 0xFFFF)
@@ -60,11 +60,16 @@ cdef int h_SMSW(Cpu* c, Insn* i) noexcept nogil:
 cdef int write_cr0(Cpu* c, uint32_t v) noexcept nogil:
     """MOV CR0 / LMSW: #GP(0) for PG without PE or NW without CD (SDM Vol. 3 §2.5)."""
     cdef uint32_t old = c.cr0
+    cdef int k
     v = (v & (CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_NE | CR0_WP | CR0_AM | CR0_NW | CR0_CD | CR0_PG)) | CR0_ET
     if ((v & CR0_PG) and not (v & CR0_PE)) or ((v & CR0_NW) and not (v & CR0_CD)):
         return fault_err(c, EXC_GP, 0)
     c.cr0 = v
     c.pe = v & CR0_PE
+    if (old ^ v) & CR0_PE:
+        # the cached segments keep their bases and limits; only the type checks change
+        for k in range(6):
+            seg_set_limits(&c.seg[k], not c.pe)
     if (old ^ v) & (CR0_PG | CR0_WP | CR0_PE):
         tlb_flush_all(c)
     return 0
@@ -203,7 +208,7 @@ cdef void seg_flat(Cpu* c, int idx, uint32_t sel, uint32_t attr) noexcept nogil:
     c.seg[idx].base = 0
     c.seg[idx].limit = 0xFFFFFFFFU
     c.seg[idx].attr = <uint16_t>attr
-    seg_set_limits(&c.seg[idx])
+    seg_set_limits(&c.seg[idx], False)
 
 cdef int h_SYSENTER(Cpu* c, Insn* i) noexcept nogil:
     """0F 34: to CPL 0 at SYSENTER_EIP with SYSENTER_ESP, flat CS = SYSENTER_CS, SS = CS + 8."""
@@ -239,7 +244,7 @@ cdef int h_SLDT_STR(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t sel = c.tr.sel if i.op else c.ldtr.sel
     cdef uint32_t la
     if i.flags & IF_MEM:
-        if seg_addr(c, i, 1, &la):
+        if seg_addr_w(c, i, 1, &la):
             return RC_FAULT
         return wr16(c, la, sel)
     setr_sz(c, i.rm, opsz(i), sel)

@@ -95,5 +95,5 @@ cdef int h_INT(Cpu* c, Insn* i) noexcept nogil:
     c.exc_vector = i.imm
     c.exc_has_err = 0
     c.exc_soft = 1
-    c.exc_soft_kind = 1 if i.op == 1 or i.imm2 == 1 else 0
+    c.exc_soft_kind = i.imm2 if i.imm2 else (1 if i.op == 1 else 0)
     return RC_FAULT

@@ -34,7 +34,7 @@ cdef int load_seg_after_switch(Cpu* c, int idx, uint32_t sel) noexcept nogil:
     if c.eflags & FL_VM:
         seg_load_real(c, idx, sel)
         c.seg[idx].limit = 0xFFFF
-        seg_set_limits(&c.seg[idx])
+        seg_set_limits(&c.seg[idx], True)
         return 0
     if idx == S_CS:
         if check_code_desc(c, sel, &lo, &hi, EXC_TS, sel & 0xFFFC):
@@ -197,9 +197,7 @@ cdef int v86_to_ring0(Cpu* c, uint32_t sel, uint32_t offset, uint32_t clo, uint3
     for k in range(6):
         if k != S_CS and k != S_SS:
             c.seg[k].sel = 0
-            c.seg[k].lo[0] = 0x100000000ULL
-            c.seg[k].lo[1] = 0x100000000ULL
-            c.seg[k].lo[2] = 0x100000000ULL
+            seg_make_unusable(&c.seg[k])
     c.eflags &= ~<uint32_t>(FL_TF | FL_NT | FL_RF)
     if not (typ & 1):
         c.eflags &= ~<uint32_t>FL_IF

@@ -34,6 +34,24 @@ class PortDevice:
         pass
 
 
+class PortWindow(PortDevice):
+    """A device's registers from ``first_offset`` on, seen at another port range: for a device
+    whose registers are not contiguous (the 8042 at 0x60 and 0x64, with port B at 0x61 between).
+    Its state is exported through the device's own mapping."""
+
+    def __init__(self, device: PortDevice, first_offset: int):
+        super().__init__()
+        self.device = device
+        self.first_offset = first_offset
+        self.max_access_size = device.max_access_size
+
+    def read(self, offset: int, size: int) -> int:
+        return self.device.read(self.first_offset + offset, size)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.device.write(self.first_offset + offset, size, value)
+
+
 @dataclass(frozen=True)
 class PortMapping:
     base_port: int
