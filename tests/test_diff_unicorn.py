@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import random
-import struct
 import sys
 from dataclasses import dataclass, field
 
@@ -445,6 +444,8 @@ class Gen:
         for _ in range(1000):
             d = rng.getrandbits(bits) if rng.random() < 0.7 else rng.randrange(1, 16)
             n = rng.getrandbits(2 * bits) if rng.random() < 0.5 else rng.getrandbits(bits + rng.randrange(bits))
+            if signed and n == 1 << (2 * bits - 1) and d == (1 << bits) - 1:
+                continue        # INT_MIN / -1: Unicorn 2.1.4 divides on the host and dies of SIGFPE
             if may_fault or _fits_div(n, d, bits, signed):
                 break
         if size == 1:

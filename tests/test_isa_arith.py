@@ -12,10 +12,10 @@ bit tricks an implementation uses, and cross-checked against hand-worked cases i
 ``HAND``.
 """
 
-import pytest
-
 import os
 import sys
+
+import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
 

@@ -9,10 +9,10 @@ The ``ref_*`` functions transcribe the Operation sections; DAA/DAS and AAA/AAS r
 256 AL values with every AF/CF combination.
 """
 
-import pytest
-
 import os
 import sys
+
+import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
 

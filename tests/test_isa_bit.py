@@ -11,10 +11,10 @@
   the condition holds (32-bit mode: a false condition leaves the destination alone).
 """
 
-import pytest
-
 import os
 import sys
+
+import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
 

@@ -4,18 +4,15 @@ Jcc, JMP, CALL, RET, LOOP/LOOPcc). None of them changes a flag; LOOP* decrement 
 a 67 prefix) without touching flags.
 """
 
-import struct
-
-import pytest
-
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
 
-from isa_harness import (AF, ARITH, CF, CODE_GPA, DATA_GPA, DF, FIXED1, OF, PF, SF, STACK_TOP, ZF,
-                         Failures, asm, assert_flags, assert_regs, disasm, le32, prog, read32,
-                         run_code, vmcore)
+from isa_harness import (ARITH, CF, CODE_GPA, DATA_GPA, DF, FIXED1, OF, PF, SF, STACK_TOP, ZF,
+                         Failures, asm, assert_regs, disasm, le32, prog, read32, run_code, vmcore)
 
 
 def condition(cc, fl):
@@ -122,7 +119,7 @@ def test_jmp_forms():
 def test_jmp_far_forward_across_pages():
     code = asm("e9 id", 0x3000 - 5)         # e9 id                 jmp $+0x3000
     m = vmcore.Machine(memory_mb=16, mode="bare")
-    m.mem_write(CODE_GPA + 0x3000, bytes.fromhex("b8 2a 00 00 00 f4"))   # mov eax, 0x2a; hlt
+    m.mem_write(CODE_GPA + 0x3000, bytes.fromhex("b8 2a 00 00 00 f4"))  # b8 2a 00 00 00 f4  mov eax, 0x2a; hlt
     m, r = run_code(code, machine=m, expect=None)
     assert r.exit == vmcore.Exit.HLT
     assert_regs(m, code, eax=0x2A, eip=CODE_GPA + 0x3000 + 6)
@@ -171,15 +168,16 @@ def test_indirect_jmp_and_call():
         "ff e0",                # ff e0                 jmp eax
     )
     body = bytearray(code + b"\xf4" * (0x20 - len(code)))
-    body += bytes.fromhex("b9 07 00 00 00")                  # mov ecx, 7
-    body += bytes.fromhex("ff 24 9d") + le32(table - 4)      # jmp dword ptr [ebx*4 + table-4]
+    body += bytes.fromhex("b9 07 00 00 00")                  # b9 07 00 00 00  mov ecx, 7 ; @ +0x20
+    body += bytes.fromhex("ff 24 9d") + le32(table - 4)      # ff 24 9d 3c 40 00 00  jmp dword ptr [ebx*4 + 0x403c]
     body += b"\xf4" * (0x40 - len(body))
-    body += bytes.fromhex("ff d6")                           # call esi        @ +0x40
-    body += bytes.fromhex("ff 15") + le32(table + 4)         # call dword ptr [table+4]  @ +0x42
-    body += bytes.fromhex("f4")                              # hlt             @ +0x48
+    body += bytes.fromhex("ff d6")                           # ff d6  call esi ; @ +0x40
+    body += bytes.fromhex("ff 15") + le32(table + 4)         # ff 15 44 40 00 00  call dword ptr [0x4044] ; @ +0x42
+    body += bytes.fromhex("f4")                              # f4  hlt ; @ +0x48
     body += b"\xf4" * (0x60 - len(body))
-    body += bytes.fromhex("42 c3")                           # inc edx; ret    @ +0x60
-    body += bytes.fromhex("83 c2 10 c3")                     # add edx, 0x10; ret @ +0x62
+    # at +0x60 and +0x62: the two subroutines
+    body += bytes.fromhex("42 c3")                           # 42 c3  inc edx; ret
+    body += bytes.fromhex("83 c2 10 c3")                     # 83 c2 10 c3  add edx, 0x10; ret
     m = vmcore.Machine(memory_mb=16, mode="bare")
     m.mem_write(table, le32(CODE_GPA + 0x40) + le32(CODE_GPA + 0x62))
     m, r = run_code(bytes(body), machine=m, regs=dict(eax=target, ebx=1, esi=CODE_GPA + 0x60), expect=None)
@@ -190,9 +188,10 @@ def test_indirect_jmp_and_call():
 
 def test_call_through_memory_at_esp():
     """CALL [ESP] reads its target before pushing the return address."""
-    code = asm("68 id", CODE_GPA + 0x10) + asm("ff 14 24")  # 68 id / ff 14 24   push target; call dword ptr [esp]
+    code = asm("68 id", CODE_GPA + 0x10) + asm("ff 14 24")  # 68 id   push target
+    # ff 14 24              call dword ptr [esp]
     code += b"\xf4" * (0x10 - len(code))
-    code += bytes.fromhex("b8 05 00 00 00")                   # mov eax, 5
+    code += bytes.fromhex("b8 05 00 00 00")                   # b8 05 00 00 00  mov eax, 5 ; @ +0x10
     m, r = run_code(code, expect=None)
     assert r.exit == vmcore.Exit.HLT
     assert_regs(m, code, eax=5, esp=STACK_TOP - 8, eip=CODE_GPA + 0x16)

@@ -6,18 +6,17 @@ None of these affects a flag except XADD (as ADD), CMPXCHG (as CMP), CMPXCHG8B (
 SAHF and POPF; the others are checked to leave EFLAGS exactly as it was.
 """
 
+import os
 import struct
+import sys
 
 import pytest
-
-import os
-import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
 
 from isa_harness import (AF, ARITH, CF, CODE_GPA, DATA_GPA, DF, FIXED1, OF, PF, SF, STACK_TOP, ZF,
                          asm, assert_flags, assert_regs, disasm, le16, le32, prog, read16, read32,
-                         read8, run_code, run_fault, szp)
+                         run_code, run_fault, szp)
 
 ALL_FLAGS = FIXED1 | ARITH | DF          # status flags all set, DF set: must survive untouched
 INIT = dict(eax=0x11111111, ecx=0x22222222, edx=0x33333333, ebx=0x44444444,
@@ -125,6 +124,8 @@ def test_mov_imm_every_register(r):
     ("66 a3 00 41 00 00", {}, "44 44 d2 c3"),               # 66 a3 00 41 00 00     mov word ptr [0x4100], ax
     ("a3 00 41 00 00", {}, "44 44 44 44"),                  # a3 00 41 00 00        mov dword ptr [0x4100], eax
     ("64 a1 00 41 00 00", dict(eax=0xC3D2E1F0), None),      # 64 a1 00 41 00 00     mov eax, dword ptr fs:[0x4100]
+    ("67 a1 00 41", dict(eax=0xC3D2E1F0), None),            # 67 a1 00 41           mov eax, dword ptr [0x4100] ; 16-bit moffs
+    ("67 a2 00 41", {}, "44 e1 d2 c3"),                     # 67 a2 00 41           mov byte ptr [0x4100], al
 ])
 def test_mov_moffs(code_hex, want_regs, want_mem):
     assert MOV_MEM == 0x4100
@@ -537,6 +538,13 @@ def test_push_pop_every_register(r):
     assert_regs(m, code, esp=STACK_TOP, **{R32[r]: 0xFEEDFACE})
 
 
+def test_push_sp_16_bit():
+    code = asm("66 54")         # 66 54                 push sp
+    m, _ = run_code(code, regs=dict(esp=0x7000))
+    assert_regs(m, code, esp=0x6FFE)
+    assert read16(m, 0x6FFE) == 0x7000, "PUSH SP pushes SP as it was before the push"
+
+
 def test_pop_esp_takes_the_popped_value():
     code = asm("5c")            # 5c                    pop esp
     m, _ = run_code(code, regs=dict(esp=0x7000), mem={0x7000: le32(0x6000)})
@@ -723,6 +731,9 @@ def test_xlat():
     code = asm("26 d7")         # 26 d7                 xlatb ; es: override
     m, _ = run_code(code, regs=dict(eax=0x000000FF, ebx=0x4200), mem={0x4200: table})
     assert_regs(m, code, eax=0x00000000)
+    code = asm("67 d7")         # 67 d7                 xlatb ; 67: [BX + AL]
+    m, _ = run_code(code, regs=dict(eax=0x00000001, ebx=0xABCD4200), mem={0x4200: table})
+    assert_regs(m, code, eax=0x000000FE, ebx=0xABCD4200)
 
 
 @pytest.mark.parametrize("code_hex", [

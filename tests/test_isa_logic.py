@@ -5,15 +5,15 @@ according to the result, and leave AF undefined (masked here). NOT affects no
 flags. TEST writes no operand.
 """
 
-import pytest
-
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
 
-from isa_harness import (AF, ARITH, CF, DF, EAX_UPPER, EBX_UPPER, FIXED1, GUARD, MASK, MEM_GPA, OF,
-                         PF, SF, SIGN, ZF, asm, assert_flags, assert_regs, edges, imm, merge, prog,
+from isa_harness import (AF, ARITH, CF, DF, EAX_UPPER, FIXED1, GUARD, MASK, MEM_GPA, OF, PF, SF,
+                         SIGN, ZF, asm, assert_flags, assert_regs, edges, imm, merge, prog,
                          read_sized, run_binop, run_code, sext, szp)
 
 LOGIC_DEFINED = ARITH & ~AF     # AF is undefined after AND/OR/XOR/TEST

@@ -13,16 +13,16 @@
   reported at the DIV's own EIP.
 """
 
-import pytest
-
 import os
 import sys
+
+import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
 
 from isa_harness import (ARITH, CF, CODE_GPA, DF, FIXED1, MASK, MEM_GPA, OF, SIGN, Failures, asm,
-                         assert_flags, assert_regs, disasm, edges, imm, merge, prog,
-                         run_code, run_fault, sext, to_signed)
+                         assert_flags, assert_regs, edges, imm, merge, prog, run_code, run_fault,
+                         sext, to_signed)
 
 MULDIV_DEFINED = CF | OF        # after MUL/IMUL; nothing is defined after DIV/IDIV
 

@@ -21,16 +21,16 @@ What the SDM defines, and what these tests therefore check:
 The ``ref_*`` functions below follow the SDM's "Operation" pseudo-code bit by bit.
 """
 
-import pytest
-
 import os
 import sys
+
+import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
 
 from isa_harness import (AF, ARITH, CF, DF, EAX_UPPER, FIXED1, GUARD, MASK, MEM_GPA, OF, PF, SF,
-                         SIGN, ZF, Failures, asm, assert_flags, assert_regs, disasm, flags, imm,
-                         merge, read_sized, run_code, szp)
+                         SIGN, ZF, Failures, asm, assert_flags, assert_regs, disasm, imm, merge,
+                         read_sized, run_code, szp)
 
 
 def _msb(v, bits):

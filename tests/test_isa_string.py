@@ -12,18 +12,16 @@
 of guest memory.
 """
 
+import os
 import random
+import sys
 
 import pytest
 
-import os
-import sys
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
 
-from isa_harness import (AF, ARITH, CF, DF, FIXED1, MASK, OF, PF, SF, ZF, Failures, asm,
-                         assert_flags, assert_regs, disasm, le32, prog, read32, run_code, szp,
-                         to_signed)
+from isa_harness import (AF, ARITH, CF, DF, FIXED1, MASK, OF, PF, ZF, Failures, asm, assert_flags,
+                         assert_regs, disasm, le32, prog, run_code, szp, to_signed)
 
 SRC = 0x4400
 DST = 0x4C00

@@ -105,7 +105,7 @@ def test_kernel_workload(name, native):
     if name == "forkwait":
         assert k["forks"] == size
         assert k["exits"] == size + 2          # the children, forkwait, init
-        assert k["cow_copies"] >= 4 * size     # each child writes 4 shared pages
+        assert k["cow_copies"] >= 2 * size     # each child writes shared pages: the buffer's, its stack
         assert k["cow_reuses"] > 0             # the parent's page after its child is gone
     elif name == "pingpong":
         assert k["forks"] == 1

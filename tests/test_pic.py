@@ -377,3 +377,12 @@ def test_machine_wires_the_pair_at_the_pc_ports():
     assert m.pic.acknowledge() == 0x34
     m.bus.write(0x4D1, 1, 0xFF)
     assert m.bus.read(0x4D1, 1) == p.ELCR_SLAVE_MASK
+
+
+def test_power_on_chip_is_masked_and_silent_until_initialized():
+    log = []
+    pic = PicPair(set_intr=log.append)
+    assert pic.master.read(1, 1) == 0xFF
+    pic.master.write(1, 1, 0x00)                  # OCW1 before any ICW1: a mask, still no INT
+    pic.set_irq(3, True)
+    assert not pic.intr and log == [] and not pic.can_interrupt(3)

@@ -16,11 +16,12 @@ def cw(counter, rw=t.RW_LSB_MSB, mode=0, bcd=False):
 
 
 class Pit:
-    """One PIT on a clock where one unit is one PIT input clock."""
+    """One PIT on a clock where one unit is one PIT input clock and port accesses take no time."""
 
     def __init__(self):
-        self.clock = VirtualClock(insns_per_pit_tick=1)
+        self.clock = VirtualClock(insns_per_pit_tick=1, io_ns=0)
         self.pit = Pit8254(self.clock)
+        self.pit.set_gate2(False)                         # as port 0x61 leaves it at power-on
         self.levels = []
         self.pit.irq.on_change = self.levels.append
 
@@ -277,7 +278,7 @@ def test_count_1_in_mode_2_rises_every_clock(p):
 
 
 def test_virtual_clock_scales_instructions_to_pit_clocks():
-    clock = VirtualClock()                                # 100 instructions per PIT clock
+    clock = VirtualClock(io_ns=0)                         # 100 instructions per PIT clock
     pit = Pit8254(clock)
     pit.write(t.CONTROL, 1, cw(0, mode=2))
     pit.write(0, 1, 10)
@@ -285,7 +286,19 @@ def test_virtual_clock_scales_instructions_to_pit_clocks():
     assert pit.next_event() == 100 * 11
     clock.advance(100 * 5 + 99)
     pit.write(t.CONTROL, 1, cw(0, rw=t.RW_LATCH))
-    assert pit.read(0, 1) == 7                            # loaded at clock 1, 4 decrements
+    assert pit.read(0, 1) == 6                            # loaded at clock 1, decremented at clocks 2-5
+
+
+def test_a_port_access_takes_an_isa_io_cycle_of_virtual_time():
+    clock = VirtualClock()                                # io_ns = 1000: 119 instructions' worth
+    pit = Pit8254(clock)
+    pit.write(t.CONTROL, 1, cw(0, mode=2))
+    assert clock.now() == 119
+    for _ in range(100):                                  # a guest polling the counter
+        pit.write(t.CONTROL, 1, cw(0, rw=t.RW_LATCH))
+        pit.read(0, 1)
+        pit.read(0, 1)
+    assert clock.now() == 301 * 119                       # 301 us of virtual time
 
 
 def test_host_clock_counts_in_real_time():
@@ -300,7 +313,7 @@ def test_host_clock_counts_in_real_time():
 
 
 def test_port_61_gates_counter_2_and_shows_out2():
-    m = vmcore.Machine(memory_mb=2)
+    m = vmcore.Machine(memory_mb=2, clock=VirtualClock(io_ns=0))
     clock = m.clock
     bus = m.bus
     assert bus.read(0x61, 1) & 0x01 == 0                  # GATE2 low at power-on

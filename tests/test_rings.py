@@ -3,6 +3,8 @@ into ring 0 on the TSS stack, IRET back, call gates and RETF to an outer ring, a
 sensitive-unprivileged behaviour of POPF at CPL 3 (SDM Vol. 3 §5.8, §6.12)."""
 import struct
 
+import pytest
+
 import vmcore
 from vmcore import Exit
 
@@ -133,3 +135,43 @@ def test_int_through_dpl0_gate_from_ring3_is_gp():
     r = m.run(count=1000)
     assert r.exit is Exit.HLT
     assert m.reg_read("eax") == 0x40 * 8 + 2          # IDT vector, not external
+
+
+def paged(m, user_pages):
+    """Identity-map the first 4 MiB with 4 KiB pages, user-accessible only for user_pages."""
+    pd, pt = 0x100000, 0x101000
+    m.mem_write(pd, struct.pack("<I", pt | 0x7))
+    m.mem_write(pt, b"".join(struct.pack("<I", (k << 12) | (0x7 if k in user_pages else 0x3))
+                             for k in range(1024)))
+    m.reg_write("cr3", pd)
+    m.reg_write("cr0", m.reg_read("cr0") | 0x80010000)      # PG | WP
+
+
+def test_interrupt_frame_goes_onto_a_supervisor_only_ring0_stack():
+    """The inner-ring frame is written with ring 0's rights (SDM Vol. 3 §6.12.1)."""
+    user = bytes.fromhex("cd 80 cd 81")                      # int 0x80 ; int 0x81
+    syscall = bytes.fromhex("bb 01 00 00 00 cf")             # mov ebx, 1 ; iretd
+    m = machine(user, {0x80: syscall, 0x81: HALT})
+    paged(m, user_pages={0x2, 0x8})                          # user code 0x2000, user stack 0x8000-0x8fff
+    r = m.run(count=1000)
+    assert r.exit is Exit.HLT, r.reason
+    assert m.reg_read("ebx") == 1
+
+
+@pytest.mark.parametrize("probe", [
+    bytes.fromhex("a1 00 08 00 00"),                         # mov eax, [0x800]        the IDT
+    bytes.fromhex("a3 00 05 00 00"),                         # mov [0x500], eax        the GDT
+    bytes.fromhex("a1 00 40 00 00"),                         # mov eax, [0x4000]       the TSS
+], ids=["read-idt", "write-gdt", "read-tss"])
+def test_ring3_cannot_use_what_an_interrupt_touched_for_it(probe):
+    """Descriptor-table and TSS accesses made for ring 3 are supervisor accesses and must
+    not leave their translations where ring 3 can use them."""
+    # 66 b8 23 00 8e d8   mov ax, 0x23 ; mov ds, ax   (the IRET into ring 3 nulled DS)
+    user = bytes.fromhex("66 b8 23 00 8e d8 cd 80") + probe + bytes.fromhex("cd 81")
+    pf = bytes.fromhex("0f 20 d0 f4")                        # mov eax, cr2 ; hlt
+    m = machine(user, {0x80: bytes.fromhex("cf"), 0x81: HALT, 14: pf})
+    paged(m, user_pages={0x2, 0x8})
+    r = m.run(count=1000)
+    assert r.exit is Exit.HLT, r.reason
+    assert m.reg_read("eip") == 0x3800 + 0x40 * 14 + 4       # the #PF handler ran
+    assert m.reg_read("eax") == struct.unpack("<I", probe[1:5])[0]

@@ -99,7 +99,8 @@ def cmd_run(args) -> int:
         cmdline = args.cmdline or ""
         memory = args.memory
         size = None
-    m = Machine(memory_mb=memory, mode=args.mode)
+    clock = args.clock or ("host" if args.serial == "stdio" else "virtual")
+    m = Machine(memory_mb=memory, mode=args.mode, clock=clock)
     if args.bios is not None:
         m.load_bios(elf)
     else:
@@ -110,12 +111,26 @@ def cmd_run(args) -> int:
     print(f"vmcore: {elf.name} in a {memory} MiB {args.mode} machine, cmdline {cmdline!r}")
     if "insn" in trace:
         r = _trace_run(m, args.count, args.timeout)
+    elif args.serial == "stdio":
+        # COM1 on the terminal: guest output as it comes, keys to the UART's receiver
+        from vmcore.devices.serialio import HostSerial
+
+        sys.stdout.flush()
+        serial = HostSerial(m.uart, m.timers)
+        if m.bus.device_at(0xE9) is not None:
+            serial.mirror(m.bus.device_at(0xE9))      # the debug console too
+        try:
+            r = m.run(count=args.count, timeout=args.timeout)
+        finally:
+            serial.close()
+        print()
     else:
         with _status(f"running {elf.name} in vmcore"):
             r = m.run(count=args.count, timeout=args.timeout)
-    print("--- guest console ---")
-    print(r.console, end="" if r.console.endswith("\n") or not r.console else "\n")
-    print("---")
+    if args.serial != "stdio":
+        print("--- guest console ---")
+        print(r.console, end="" if r.console.endswith("\n") or not r.console else "\n")
+        print("---")
     status = (r.exit_code >> 1) & 0xFF if r.exit is Exit.DEBUG_EXIT else STATUS[r.exit]
     summary = [("exit", escape(f"{r.exit.value} ({r.reason})")),
                ("guest instructions", f"{r.instructions:,}"),
@@ -192,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-native", action="store_true", help="do not run the native comparison")
     r.add_argument("--native-repeat", type=int, default=3, help="native runs; the best counts (default 3)")
     r.add_argument("--stats", action="store_true", help="print the engine's counters")
+    r.add_argument("--serial", choices=("none", "stdio"), default="none",
+                   help="stdio: COM1 on this terminal, an interactive console (guest output to stdout, "
+                        "keys to the UART); implies --clock host")
+    r.add_argument("--clock", choices=("virtual", "host"), default=None,
+                   help="time for the PIT and RTC: virtual (default: guest instructions, 100 per PIT "
+                        "clock, repeatable runs) or host (wall clock; the default with --serial stdio)")
     r.add_argument("-d", "--debug", default=None, metavar="LIST",
                    help="trace: insn (each instruction, disassembled), exits (each exit), comma separated")
     r.set_defaults(func=cmd_run)

@@ -98,8 +98,9 @@ class Machine:
     With devices, the PC's interrupt hardware is there too: the 8259A pair (``pic``; IRQ 0 the
     PIT, IRQ 4 COM1, IRQ 8 the RTC), the 8254 PIT (``pit``), the CMOS RTC (``cmos``), port B
     (0x61) and the POST port (0x80, ``post``). ``clock`` drives the PIT and the RTC: "virtual"
-    (time is the guest instruction count, 100 instructions per 1.193182 MHz PIT clock; runs
-    repeat exactly), "host" (time.monotonic) or a ``vmcore.devices.Clock``.
+    (time is the guest instruction count, 100 instructions per 1.193182 MHz PIT clock, plus
+    1 us per access to a timer's port; runs repeat exactly), "host" (time.monotonic) or a
+    ``vmcore.devices.Clock`` (vmcore/devices/clock.py).
     """
 
     def __init__(self, memory_mb: int = 64, mode: str = "bare", cpu: str = "i686", devices: bool = True,
@@ -210,6 +211,7 @@ class Machine:
     def reset(self) -> None:
         """The CPU's power-on state: real mode, CS:IP = F000:FFF0 (linear FFFFFFF0h)."""
         self._engine.reset_real()
+        self._halted = False
 
     def raise_irq(self, vector: int) -> None:
         """Deliver an external interrupt with this vector at the next instruction boundary
@@ -227,6 +229,7 @@ class Machine:
             self._engine.reg_set(REG_NAMES.index(n), value)
         elif n == "eip":
             self._engine.eip = value
+            self._halted = False             # a halted CPU sent elsewhere runs from there
         elif n == "eflags":
             self._engine.eflags = value
         elif n in _REG16:
@@ -436,9 +439,10 @@ class Machine:
                 return Exit.HLT, f"HLT at eip={hlt_eip:#x}: {wakes} timer events passed and none raised an interrupt"
             if deadline is not None and time.perf_counter() >= deadline:
                 return Exit.TIMEOUT, f"timeout after {timeout} s (halted at eip={hlt_eip:#x})"
+            if wake is not None:
+                wakes += 1
             if clock.virtual and wake is not None:
                 clock.advance_to(wake)
-                wakes += 1
             else:
                 seconds = None if wake is None else max(0.0, (wake - clock.now()) / clock.unit_hz)
                 if deadline is not None:
@@ -472,7 +476,8 @@ class Machine:
         vector, err, eip = exc
         name = EXCEPTION_NAMES.get(vector, f"vector {vector}")
         where = f"eip={eip:#x}"
-        if eip >= self.memory.size:
+        paging = self._engine.cr_get(0) & 0x80000000
+        if not paging and eip >= self.memory.size:
             where += " (outside guest RAM)"
         code = "" if err is None else f" error code {err:#x}"
         base, limit = self._engine.idtr_get()

@@ -241,11 +241,11 @@ _KERNEL_RECIPE = "2"        # bump when kernel_elf() builds differently (it is p
 
 KERNEL_WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     _workload("forkwait", "size rounds of fork (copy-on-write) and wait, the child writing 4 of 16 shared pages",
-              tiny=20, small=1_000, bench=20_000, memory_mb=64),
+              tiny=20, small=500, bench=6_000, memory_mb=64),
     _workload("pingpong", "size round trips of a 4-byte message between two processes over two pipes",
-              tiny=200, small=10_000, bench=200_000, memory_mb=64),
-    _workload("touchpages", "size fresh heap pages each touched once (a demand-zero fault per page)",
-              tiny=256, small=4_096, bench=16_384, memory_mb=128),
+              tiny=200, small=10_000, bench=250_000, memory_mb=64),
+    _workload("touchpages", "size fresh pages touched once each (a demand-zero fault per page), 16 MiB at a time",
+              tiny=1_024, small=65_536, bench=500_000, memory_mb=64),
 )}
 """The kernel-intensive workloads: user programs of the guest kernel (``workloads/kernel/user``),
 also built natively against POSIX so that both print the same line."""
@@ -266,16 +266,16 @@ def _nano(name: str, description: str, tiny: int, small: int, bench: int) -> Nan
 
 
 NANOBENCHMARKS: dict[str, Nanobenchmark] = {n.name: n for n in (
-    _nano("syscall", "int 0x80 null system call round trip from ring 3", 200, 20_000, 400_000),
+    _nano("syscall", "int 0x80 null system call round trip from ring 3", 200, 50_000, 1_000_000),
     _nano("in", "inb from the CMOS data port 0x71 in the kernel (an exit to the device model)",
-          50, 2_000, 20_000),
-    _nano("cli_sti", "cli; sti pair in the kernel", 1_000, 200_000, 5_000_000),
-    _nano("callret", "call to a function that returns at once, in the kernel", 1_000, 200_000, 5_000_000),
+          50, 10_000, 200_000),
+    _nano("cli_sti", "cli; sti pair in the kernel", 1_000, 1_000_000, 20_000_000),
+    _nano("callret", "call to a function that returns at once, in the kernel", 1_000, 1_000_000, 20_000_000),
     _nano("pgfault", "ring-3 store to a not-present page, mapped by the #PF handler and resumed",
-          200, 20_000, 200_000),
-    _nano("divzero", "ring-3 divide by zero, skipped by the #DE handler and resumed", 200, 20_000, 400_000),
-    _nano("ptemod", "PTE write plus INVLPG in the kernel", 1_000, 200_000, 2_000_000),
-    _nano("cr3", "CR3 load (two page directories, alternating) in the kernel", 1_000, 200_000, 2_000_000),
+          200, 20_000, 400_000),
+    _nano("divzero", "ring-3 divide by zero, skipped by the #DE handler and resumed", 200, 50_000, 1_000_000),
+    _nano("ptemod", "PTE write plus INVLPG in the kernel", 1_000, 500_000, 10_000_000),
+    _nano("cr3", "CR3 load (two page directories, alternating) in the kernel", 1_000, 100_000, 2_000_000),
 )}
 
 KERNEL_INIT_PROGRAMS = ("init", "nano", "probe")     # user programs with their own umain()

@@ -213,18 +213,19 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
         return 0
     page = gpa >> 12
     off = gpa & 0xFFF
-    e = &c.tlb[(gla >> 12) & (TLB_SIZE - 1)]
+    e = tlb_for_fill(c, gla)
     if e.gpa_page != page or (e.tag_r != (gla & 0xFFFFF000U)):
         e.tag_w = 1
     e.tag_r = gla & 0xFFFFF000U
     e.gpa_page = page
+    e.is_global = is_global
     e.addend = <uintptr_t>(c.ram + (gpa & 0xFFFFF000U)) - <uintptr_t>(gla & 0xFFFFF000U)
     hva = c.ram + gpa
     if is_write:
         if c.code_map[page]:
             if c.code_map[page] & chunk_bits(off, size):
                 invalidate_code(c, page)
-        if c.code_map[page] == 0:
+        if c.code_map[page] == 0 and writable:
             e.tag_w = gla & 0xFFFFF000U
         if size == 1:
             hva[0] = <uint8_t>val[0]
@@ -238,6 +239,14 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
         val[0] = v
     return 0
 
+cdef inline TlbEntry* tlb_for_fill(Cpu* c, uint32_t gla) noexcept nogil:
+    """The entry a translation is cached in: an implicit supervisor access (descriptor
+    tables, TSS, the frame of an inner-ring interrupt) made while CPL = 3 goes to the
+    supervisor TLB, so that ring 3 never inherits its rights."""
+    if c.sys_access:
+        return &c.tlbs[0][(gla >> 12) & (TLB_SIZE - 1)]
+    return &c.tlb[(gla >> 12) & (TLB_SIZE - 1)]
+
 cdef int rom_access(Cpu* c, uint32_t gla, uint32_t gpa, uint32_t size, int is_write, uint32_t* val) noexcept nogil:
     """The BIOS ROM: at the top of the 4 GiB space and, below 1 MiB, its last 128 KiB
     (or all of it if smaller), as a PC maps it. Writes are ignored; reads hit the TLB."""
@@ -250,7 +259,7 @@ cdef int rom_access(Cpu* c, uint32_t gla, uint32_t gpa, uint32_t size, int is_wr
     if is_write:
         c.n_rom_writes += 1
         return 0
-    e = &c.tlb[(gla >> 12) & (TLB_SIZE - 1)]
+    e = tlb_for_fill(c, gla)
     e.tag_r = gla & 0xFFFFF000U
     e.tag_w = 1
     e.gpa_page = 0xFFFFFFFEU

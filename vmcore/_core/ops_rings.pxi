@@ -130,7 +130,10 @@ cdef int deliver_pm(Cpu* c, int vector, bint has_err, uint32_t err, bint soft) n
             return RC_FAULT
         load_ss_cache(c, new_ss, slo, shi)
         c.regs[R_ESP] = new_esp
+        # the frame goes onto the inner stack with the inner ring's rights
+        set_cpl(c, dpl)
         if push(c, sz, old_ss) or push(c, sz, old_esp):
+            set_cpl(c, old_cpl)
             c.seg[S_SS] = saved_ss
             c.ss32 = saved_ss32
             c.ss_mask = saved_mask
@@ -141,6 +144,7 @@ cdef int deliver_pm(Cpu* c, int vector, bint has_err, uint32_t err, bint soft) n
     if push(c, sz, eflags) or push(c, sz, c.seg[S_CS].sel) or push(c, sz, c.eip) or \
             (has_err and push(c, sz, err)):
         if dpl != old_cpl:
+            set_cpl(c, old_cpl)
             c.seg[S_SS] = saved_ss
             c.ss32 = saved_ss32
             c.ss_mask = saved_mask
@@ -183,6 +187,9 @@ cdef int call_gate(Cpu* c, Insn* i, uint32_t gate_sel, uint32_t glo, uint32_t gh
     cdef uint32_t old_ss = c.seg[S_SS].sel, old_esp = c.regs[R_ESP], old_cs = c.seg[S_CS].sel
     cdef uint32_t params[32]
     cdef uint32_t step = 2 if sz == 1 else 4
+    cdef Seg saved_ss
+    cdef uint32_t saved_ss32, saved_mask, old_cpl
+    cdef int rc
     if gdpl < c.cpl or gdpl < (gate_sel & 3):
         return fault_err(c, EXC_GP, gate_sel & 0xFFFC)
     if not (ghi & 0x8000):
@@ -200,16 +207,24 @@ cdef int call_gate(Cpu* c, Insn* i, uint32_t gate_sel, uint32_t glo, uint32_t gh
             return RC_FAULT
         if check_stack_desc(c, new_ss, dpl, &slo, &shi, EXC_TS):
             return RC_FAULT
+        saved_ss = c.seg[S_SS]
+        saved_ss32 = c.ss32
+        saved_mask = c.ss_mask
+        old_cpl = c.cpl
         load_ss_cache(c, new_ss, slo, shi)
         c.regs[R_ESP] = new_esp
-        if push(c, sz, old_ss) or push(c, sz, old_esp):
-            return RC_FAULT
+        set_cpl(c, dpl)                 # the new stack is written with the inner ring's rights
+        rc = push(c, sz, old_ss) or push(c, sz, old_esp)
         k = nparams
-        while k > 0:
+        while k > 0 and not rc:
             k -= 1
-            if push(c, sz, params[k]):
-                return RC_FAULT
-        if push(c, sz, old_cs) or push(c, sz, i.next_eip):
+            rc = push(c, sz, params[k])
+        if rc or push(c, sz, old_cs) or push(c, sz, i.next_eip):
+            set_cpl(c, old_cpl)
+            c.seg[S_SS] = saved_ss
+            c.ss32 = saved_ss32
+            c.ss_mask = saved_mask
+            c.regs[R_ESP] = old_esp
             return RC_FAULT
         enter_code(c, sel, clo, chi, dpl, offset)
         return RC_BRANCH

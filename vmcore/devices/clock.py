@@ -16,7 +16,11 @@ while the guest is halted. One unit is one guest instruction and ``unit_hz`` =
 the guest sees a CPU of 119.3 MIPS (a Pentium II-class machine), a PIT counter of 11932 (the
 100 Hz tick of many kernels) fires every 1,193,200 instructions, and the BIOS default of 65536
 (18.2 Hz) every 6,553,600. The same guest run twice takes the same interrupts at the same
-instructions; time does not depend on how fast the host is.
+instructions; time does not depend on how fast the host is. An access to a timer's ports (PIT,
+port B, RTC) also takes ``io_ns`` = 1000 ns of virtual time, as an ISA bus I/O cycle does
+(about 1 us): a guest polling a time source (a PIT calibration loop on port 0x61, waiting for
+the RTC's update flag) then sees time pass at the real rate per access instead of a few
+instructions' worth, and waiting 50 ms takes ~50k port reads, not millions.
 
 ``HostClock``: time is ``time.monotonic_ns()`` since the clock was made (units are
 nanoseconds). Interrupts come at wall-clock rates; runs are not repeatable.
@@ -31,6 +35,8 @@ from typing import Callable, Protocol
 PIT_HZ = 1193182
 # Default guest instructions per PIT input clock under the virtual clock (119.3 MIPS).
 INSNS_PER_PIT_TICK = 100
+# Virtual time an access to a timer device's port takes (an ISA I/O cycle, ~1 us).
+IO_NS = 1000
 # Instructions per engine.run() slice while a timer is armed under the host clock: how late
 # (at the engine's speed, ~0.2-1 ms) a host-time timer can be noticed.
 HOST_TIMER_SLICE = 100_000
@@ -55,6 +61,9 @@ class Clock:
         """The clock time at which edge number ``tick`` of an ``hz`` oscillator happens."""
         return -(-tick * self.unit_hz // hz)
 
+    def io_access(self) -> None:
+        """A guest access to a timer device's port (the virtual clock charges its I/O cycle)."""
+
 
 class VirtualClock(Clock):
     """Guest instructions as time. ``icount`` reads the engine's instruction counter (a
@@ -62,14 +71,16 @@ class VirtualClock(Clock):
 
     virtual = True
 
-    def __init__(self, insns_per_pit_tick: int = INSNS_PER_PIT_TICK, icount: Callable[[], int] | None = None):
+    def __init__(self, insns_per_pit_tick: int = INSNS_PER_PIT_TICK, icount: Callable[[], int] | None = None,
+                 io_ns: int = IO_NS):
         if not isinstance(insns_per_pit_tick, int) or insns_per_pit_tick < 1:
             from vmcore.errors import ConfigError
             raise ConfigError(f"instructions per PIT tick must be a positive integer, not {insns_per_pit_tick!r}")
         self.insns_per_pit_tick = insns_per_pit_tick
         self.unit_hz = insns_per_pit_tick * PIT_HZ
         self.icount = icount
-        self.skipped = 0          # units skipped while the guest was halted
+        self.skipped = 0          # units passed without instructions: HLT, I/O cycles
+        self.io_units = io_ns * self.unit_hz // 1_000_000_000
 
     def now(self) -> int:
         return (self.icount() if self.icount is not None else 0) + self.skipped
@@ -81,6 +92,9 @@ class VirtualClock(Clock):
 
     def advance_to(self, when: int) -> None:
         self.advance(when - self.now())
+
+    def io_access(self) -> None:
+        self.skipped += self.io_units
 
     def __repr__(self) -> str:
         return f"VirtualClock({self.insns_per_pit_tick} insns per PIT tick, now={self.now()})"

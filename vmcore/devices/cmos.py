@@ -25,8 +25,9 @@ Registers (MC146818A datasheet, "Address map"):
   and emulators do; the chip itself stops at 99).
 
 Time runs from the machine's clock, lazily: registers are brought up to date when they are
-read and when the machine polls at ``next_event()``. DSE (daylight saving) is stored and not
-applied. The square wave output (SQWE) goes nowhere on a PC.
+read and when the machine polls at ``next_event()``; each port access takes the clock's ISA I/O
+cycle (``Clock.io_access``). DSE (daylight saving) is stored and not applied. The square wave
+output (SQWE) goes nowhere on a PC.
 """
 from __future__ import annotations
 
@@ -329,6 +330,7 @@ class Cmos(PortDevice):
 
     # ---- guest side ---------------------------------------------------------------------
     def read(self, offset: int, size: int) -> int:
+        self.clock.io_access()
         if offset == 0:
             return 0xFF                   # the index register is write only
         now = self._now()
@@ -349,6 +351,7 @@ class Cmos(PortDevice):
 
     def write(self, offset: int, size: int, value: int) -> None:
         value &= 0xFF
+        self.clock.io_access()
         if offset == 0:
             self.index = value & INDEX_MASK
             self.nmi_masked = bool(value & INDEX_NMI_DISABLE)

@@ -25,8 +25,11 @@ Modelled from the datasheet:
   through OCW3.
 
 The 8086 vector is (ICW2 & 0xF8) | level; in MCS-80/85 mode (uPM = 0) the same vector is
-delivered (the CALL sequence of an 8080 does not exist on this bus). The INT output is held
-low while an initialization sequence is incomplete.
+delivered (the CALL sequence of an 8080 does not exist on this bus). The datasheet leaves the
+state before initialization undefined; here a chip powers on with every input masked and its
+INT output held low until the first ICW1-ICW4 sequence is complete (and while a later one is
+in progress): a guest that enables interrupts without programming the PIC gets none, rather
+than a vector in the exception range.
 """
 from __future__ import annotations
 
@@ -107,6 +110,8 @@ class Pic8259(PortDevice):
         self.icw3 = 0
         self.icw4 = 0
         self.init_step = _INIT_DONE
+        self.initialized = False      # the first ICW sequence has been completed
+        self.imr = 0xFF
         self.read_isr = False
         self.poll_pending = False
         self.special_mask = False
@@ -170,13 +175,13 @@ class Pic8259(PortDevice):
         return None
 
     def pending(self) -> int | None:
-        if self.init_step != _INIT_DONE:
+        if self.init_step != _INIT_DONE or not self.initialized:
             return None
         return self._resolve(self.irr & ~self.imr)
 
     def would_interrupt(self, n: int) -> bool:
         """Would a new request on IRn raise INT (or is INT already up)?"""
-        if self.init_step != _INIT_DONE:
+        if self.init_step != _INIT_DONE or not self.initialized:
             return False
         return self._resolve((self.irr | (1 << n)) & ~self.imr) is not None
 
@@ -237,6 +242,8 @@ class Pic8259(PortDevice):
             self.init_step = _INIT_DONE
         else:
             self.imr = value                  # OCW1
+        if self.init_step == _INIT_DONE and self.icw1 & ICW1_INIT:
+            self.initialized = True
         self._update()
 
     def _after_icw3(self) -> int:
@@ -290,7 +297,7 @@ class Pic8259(PortDevice):
 
     # ---- snapshots ----------------------------------------------------------------------
     _STATE_KEYS = ("lines", "level_mask", "edge", "imr", "isr", "lowest", "icw1", "icw2", "icw3", "icw4",
-                   "init_step", "read_isr", "poll_pending", "special_mask", "rotate_in_aeoi")
+                   "init_step", "initialized", "read_isr", "poll_pending", "special_mask", "rotate_in_aeoi")
 
     def export_state(self) -> dict:
         return {k: getattr(self, k) for k in self._STATE_KEYS}

@@ -38,6 +38,9 @@ Per the datasheet ("Operation common to all modes", "Mode definitions"):
   read and write byte sequences, BCD counting.
 
 The status byte: OUT (bit 7), NULL COUNT (bit 6), then the RW, mode and BCD bits as programmed.
+
+Every port access first lets the clock charge an ISA I/O cycle (``Clock.io_access``: 1 us of
+virtual time under the virtual clock, nothing under the host clock).
 """
 from __future__ import annotations
 
@@ -386,12 +389,14 @@ class Pit8254(PortDevice):
         self.on_reprogram = lambda: None
         self._polled = 0              # counter 0's OUT has been delivered up to this edge
         self.edges = 0                # rising edges of OUT0 delivered to the IRQ line
+        self.irq.set_level(self.counters[0].state_at(0)[1])   # an unprogrammed counter's OUT is high
 
     def _tick(self) -> int:
         return self.clock.ticks(PIT_HZ)
 
     # ---- guest side ---------------------------------------------------------------------
     def read(self, offset: int, size: int) -> int:
+        self.clock.io_access()
         if offset == CONTROL:
             return 0xFF                   # the control word register cannot be read
         t = self._tick()
@@ -400,6 +405,7 @@ class Pit8254(PortDevice):
 
     def write(self, offset: int, size: int, value: int) -> None:
         value &= 0xFF
+        self.clock.io_access()
         t = self._tick()
         self.poll(t)
         counter = offset

@@ -45,11 +45,13 @@ class SystemControlPortB(PortDevice):
         return self.value & (PORTB_GATE2 | PORTB_SPEAKER) == PORTB_GATE2 | PORTB_SPEAKER
 
     def read(self, offset: int, size: int) -> int:
+        self.pit.clock.io_access()
         refresh = PORTB_REFRESH if self.pit.clock.ticks(REFRESH_HZ) & 1 else 0
         return self.value | refresh | (PORTB_OUT2 if self.pit.out2() else 0)
 
     def write(self, offset: int, size: int, value: int) -> None:
         value &= PORTB_WRITABLE
+        self.pit.clock.io_access()
         if (value ^ self.value) & PORTB_GATE2:
             self.pit.set_gate2(bool(value & PORTB_GATE2))
         self.value = value

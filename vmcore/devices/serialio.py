@@ -40,11 +40,26 @@ class HostSerial:
 
             self._tty_state = termios.tcgetattr(self.input_fd)
             tty.setcbreak(self.input_fd)
+        self._mirrored: list = []
         self._previous_sink = uart.sink
         uart.sink = self._sink
         self._thread = threading.Thread(target=self._reader, name="vmcore-serial-input", daemon=True)
         self._thread.start()
         timers.add_input(self)
+
+    def mirror(self, device) -> None:
+        """Also copy the output of ``device`` (one with a ``sink``: the debug console) to the
+        output stream, until close()."""
+        previous = device.sink
+
+        def sink(data: bytes) -> None:
+            if previous is not None:
+                previous(data)
+            self.output.write(data)
+            self._unflushed = True
+
+        device.sink = sink
+        self._mirrored.append((device, previous))
 
     def _sink(self, data: bytes) -> None:
         if self._previous_sink is not None:
@@ -101,6 +116,9 @@ class HostSerial:
         """Disconnect: the UART's sink is restored and the terminal mode put back."""
         self.pump()
         self.uart.sink = self._previous_sink
+        for device, previous in self._mirrored:
+            device.sink = previous
+        self._mirrored.clear()
         if self in self.timers.inputs:
             self.timers.remove_input(self)
         if self._tty_state is not None:

@@ -69,13 +69,14 @@ void idt_init(void)
 
 /* The 8259 pair, the standard PC way: ICW1 (edge, cascade, ICW4 follows), ICW2
  * (vector base 0x20 / 0x28, away from the CPU's exceptions), ICW3 (slave on
- * IRQ 2), ICW4 (8086 mode); then mask everything but IRQ 0, the timer. */
+ * IRQ 2), ICW4 (8086 mode); then mask everything but IRQ 0, the timer (and
+ * that too when there is to be no timer). */
 #define PIC1_CMD  0x20
 #define PIC1_DATA 0x21
 #define PIC2_CMD  0xA0
 #define PIC2_DATA 0xA1
 
-void pic_init(void)
+void pic_init(int timer)
 {
     outb(PIC1_DATA, 0xFF);
     outb(PIC2_DATA, 0xFF);
@@ -87,7 +88,7 @@ void pic_init(void)
     outb(PIC2_DATA, 0x02);
     outb(PIC1_DATA, 0x01);
     outb(PIC2_DATA, 0x01);
-    outb(PIC1_DATA, 0xFE);      /* IRQ 0 only */
+    outb(PIC1_DATA, timer ? 0xFE : 0xFF);      /* IRQ 0 only, if at all */
     outb(PIC2_DATA, 0xFF);
 }
 

@@ -94,7 +94,7 @@ void tss_set_esp0(uint32_t esp0);
 void trap(struct trapframe *tf);
 void trapret(void);                     /* entry.S: pops a trapframe and IRETs */
 void swtch(uint32_t *save_esp, uint32_t new_esp);   /* entry.S */
-void pic_init(void);
+void pic_init(int timer);
 void pit_init(uint32_t hz);
 
 /* ---- counters (printed at shutdown) -------------------------------------------------- */

@@ -117,7 +117,7 @@ void kmain(uint32_t magic, const struct multiboot_info *mbi)
         wl_puts("kernel: usage: run=PROG:SIZE[,PROG:SIZE...] nano=OP:ITERS[,...] [hz=N]\n");
         wl_exit(WL_BAD_SIZE);
     }
-    pic_init();
+    pic_init(hz != 0);
     if (hz)
         pit_init(hz);
     wl_printf("kernel: %u KiB free, %u programs, hz=%u\n", frames_free() * 4, nprograms, hz);

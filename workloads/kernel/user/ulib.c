@@ -56,6 +56,24 @@ int wl_getpid(void) { return sys_getpid(); }
 void wl_yield(void) { sys_yield(); }
 _Noreturn void wl_child_exit(int status) { wl_exit(status); }
 
+void *wl_pages(uint32_t bytes)
+{
+    uint32_t cur = (uint32_t)sys_sbrk(0);
+    uint32_t pad = (0u - cur) & 4095u;
+    if ((int32_t)(pad + bytes) < 0 || sys_sbrk((int32_t)(pad + bytes)) == (void *)-1) {
+        wl_printf("wl_pages: out of memory: %u bytes asked\n", bytes);
+        wl_exit(WL_NO_MEMORY);
+    }
+    return (void *)(cur + pad);
+}
+
+void wl_pages_free(void *p, uint32_t bytes)
+{
+    uint32_t brk = (uint32_t)sys_sbrk(0);
+    if ((uint32_t)p + bytes == brk)         /* the latest: give the pages back (the padding stays) */
+        sys_sbrk(-(int32_t)bytes);
+}
+
 #define NO_LIBCALL __attribute__((optimize("no-tree-loop-distribute-patterns")))
 
 NO_LIBCALL void *memcpy(void *restrict dst, const void *restrict src, size_t n)

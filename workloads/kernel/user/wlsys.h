@@ -16,5 +16,9 @@ int wl_close(int fd);
 int wl_getpid(void);
 void wl_yield(void);
 _Noreturn void wl_child_exit(int status);   /* ends a forked child (no output flushing natively) */
+/* Fresh zero-filled pages (demand-zero: nothing is touched yet), page-aligned; exits on failure.
+ * wl_pages_free gives back the latest wl_pages (last in, first out: the guest's is sbrk). */
+void *wl_pages(uint32_t bytes);
+void wl_pages_free(void *p, uint32_t bytes);
 
 #endif

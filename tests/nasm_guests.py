@@ -1,0 +1,70 @@
+"""Build and boot the system guests in tests/guests/ (NASM sources).
+
+Each guest is a flat binary loaded at 0x7C00 and started in real mode at 0000:7C00 like a
+boot sector; it checks itself and reports through the debug ports (text to 0xE9, status to
+0xF4: 0 = pass, n = check n failed). Binaries are assembled on first use into
+``$VMCORE_CACHE_DIR/guests`` (default ``~/.cache/vmcore/guests``), keyed by a hash of the
+source and of the shared include file, so an edit rebuilds and nothing else does.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import vmcore
+
+GUESTS = Path(__file__).resolve().parent / "guests"
+LOAD_GPA = 0x7C00
+INCLUDES = ("lib.inc",)
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("VMCORE_CACHE_DIR")
+    return (Path(env) if env else Path.home() / ".cache" / "vmcore") / "guests"
+
+
+def assemble(name: str) -> bytes:
+    """The flat binary of tests/guests/<name>.asm, from the cache or freshly assembled."""
+    source = GUESTS / f"{name}.asm"
+    digest = hashlib.sha256(source.read_bytes())
+    for inc in INCLUDES:
+        digest.update((GUESTS / inc).read_bytes())
+    out = cache_dir() / f"{name}-{digest.hexdigest()[:16]}.bin"
+    if out.exists():
+        return out.read_bytes()
+    nasm = shutil.which("nasm")
+    if nasm is None:
+        raise RuntimeError("nasm is not installed (apt-get install nasm); the system guests need it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        tmp_out = Path(tmp) / out.name
+        proc = subprocess.run([nasm, "-f", "bin", "-w+all", "-i", f"{GUESTS}/", "-o", str(tmp_out), str(source)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"nasm failed on {source}:\n{proc.stderr}")
+        os.replace(tmp_out, out)                 # atomic: a parallel run sees all or nothing
+    return out.read_bytes()
+
+
+def boot(name: str, count: int = 10**7, timeout: float = 30, memory_mb: int = 16):
+    """Assemble guest ``name``, load it at 0x7C00, start it in real mode, run it.
+    Returns (machine, RunResult)."""
+    binary = assemble(name)
+    m = vmcore.Machine(memory_mb=memory_mb)
+    m.reset()
+    m.mem_write(LOAD_GPA, binary)
+    m.reg_write("cs", 0)
+    m.reg_write("eip", LOAD_GPA)
+    r = m.run(count=count, timeout=timeout)
+    return m, r
+
+
+def status(r) -> int | None:
+    """The guest's status from a debug-exit run (None if it did not exit that way)."""
+    if r.exit != vmcore.Exit.DEBUG_EXIT:
+        return None
+    return r.exit_code >> 1
