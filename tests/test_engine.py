@@ -266,3 +266,21 @@ def test_exception_livelock_ends_by_count():
 def test_exception_livelock_ends_by_timeout():
     r = livelock_machine().run(timeout=0.3)
     assert r.exit is Exit.TIMEOUT
+
+
+def test_a_dropped_machine_is_freed_at_once():
+    """No reference cycles between the machine and its devices: guest RAM is released when
+    the last reference goes, without waiting for the cycle collector."""
+    import gc
+    import weakref
+    gc.disable()
+    try:
+        m = vmcore.Machine(memory_mb=16)
+        m.mem_write(CODE, bytes.fromhex("b0 41 e6 e9 f4"))   # mov al, 'A' ; out 0xe9, al ; hlt
+        m.reg_write("eip", CODE)
+        m.run()
+        ref = weakref.ref(m)
+        del m
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -41,6 +42,17 @@ _IDLE_WAKE_LIMIT = 10_000
 
 EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
                    10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC"}
+
+
+def _weak(method: Callable) -> Callable:
+    """A callback for a device that does not keep its machine alive (no reference cycle,
+    so a dropped Machine and its guest RAM are freed at once)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args):
+        bound = ref()
+        return None if bound is None else bound(*args)
+    return call
 
 
 class Exit(enum.Enum):
@@ -140,13 +152,13 @@ class Machine:
         self._halted = False                 # in HLT with IF = 1, waiting for an interrupt
         if devices:
             self.bus.attach(0xE9, 1, DebugConsole(sink=self._console.extend), name="debugcon")
-            self.bus.attach(0xF4, 4, DebugExit(on_exit=self._on_debug_exit), name="debug-exit")
+            self.bus.attach(0xF4, 4, DebugExit(on_exit=_weak(self._on_debug_exit)), name="debug-exit")
             self.bus.attach(0x3F8, 8, self.uart, name="com1")
-            self.bus.attach(0x92, 1, SystemControlPortA(self._engine.set_a20, self._on_reset), name="port-a")
-            kbc = KeyboardController(self._engine.set_a20, self._on_reset)
+            self.bus.attach(0x92, 1, SystemControlPortA(self._engine.set_a20, _weak(self._on_reset)), name="port-a")
+            kbc = KeyboardController(self._engine.set_a20, _weak(self._on_reset))
             self.bus.attach(0x60, 1, kbc, name="i8042")
             self.bus.attach(0x64, 1, PortWindow(kbc, 4), name="i8042-command")
-            self.pic = PicPair(self.set_intr)
+            self.pic = PicPair(_weak(self.set_intr))
             self.bus.attach(0x20, 2, self.pic.master, name="pic-master")
             self.bus.attach(0xA0, 2, self.pic.slave, name="pic-slave")
             self.bus.attach(0x4D0, 2, self.pic.elcr, name="elcr")
