@@ -12,8 +12,8 @@ Then hand-written guests for the TLB flush rules (SDM Vol. 3 §4.10.4): a PTE ch
 memory is not seen until INVLPG or a CR3 load; with CR4.PGE a global page survives a CR3
 load but not INVLPG.
 
-CI runs a fixed, derandomized set of examples; HYPOTHESIS_PROFILE=long runs many more, with
-a random seed.
+CI runs a fixed, derandomized set of 300 examples (about 2 s); HYPOTHESIS_PROFILE=long runs
+20,000 (PAGING_EXAMPLES=N for another number) with a random seed.
 """
 import os
 import struct
@@ -30,8 +30,8 @@ import paging_reference as ref
 from paging_reference import A, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, D, G, P, PCD, PS, PWT, RW, US
 
 if os.environ.get("HYPOTHESIS_PROFILE") == "long":
-    SETTINGS = settings(max_examples=int(os.environ.get("PAGING_EXAMPLES", 20_000)), deadline=None, derandomize=False,
-                        suppress_health_check=[HealthCheck.too_slow])
+    SETTINGS = settings(max_examples=int(os.environ.get("PAGING_EXAMPLES", 20_000)), deadline=None,
+                        derandomize=False, suppress_health_check=[HealthCheck.too_slow])
 else:
     SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
                         suppress_health_check=[HealthCheck.too_slow])
@@ -129,8 +129,7 @@ def scenarios(draw):
     offset = draw(st.integers(0, 0x1000 - size))
     return dict(pdes=pdes, ptes=ptes, gla=(di << 22) | (ti << 12) | offset, size=size,
                 write=draw(COIN), value=draw(st.integers(0, 0xFFFFFFFF)),
-                cpl=3 if draw(COIN) else 0, wp=draw(COIN),
-                pse=draw(COIN))
+                cpl=3 if draw(COIN) else 0, wp=draw(COIN), pse=draw(COIN))
 
 
 # RAM as every example starts: the pattern with the paging structures cleared, then PDE 0

@@ -11,7 +11,9 @@ from nasm_guests import boot, status
 def run_guest(name, **kw):
     m, r = boot(name, **kw)
     assert r.exit == Exit.DEBUG_EXIT, f"{name}: {r.exit} ({r.reason}); console so far: {r.console!r}"
-    assert status(r) == 0, f"{name}: check {status(r)} failed; console: {r.console!r}"
+    s = status(r)
+    assert s == 0, (f"{name}: check {s} failed (= {s >> 4} * 16 + {s & 15}: test {s >> 4}, item {s & 15}, or "
+                    f"as numbered in tests/guests/{name}.asm); console: {r.console!r}")
     return m, r
 
 
@@ -39,3 +41,8 @@ def test_triple_fault():
     # error code
     assert r.exception == (3, None, 0x7E01), r.exception
     assert "#BP" in r.reason and "triple fault" in r.reason, r.reason
+
+
+def test_rings():
+    m, r = run_guest("rings")
+    assert r.console == "rings: ring 0\nrings: ring 3\nrings: back in ring 0, pass\n"

@@ -70,6 +70,18 @@ int30_return:
 .cf_lost:
     FAIL(18)
 .ivt_ok:
+    ; the real-mode IDTR: LIDT moves the IVT; INT 0x30 then uses the new table at 0x8000
+    mov word [0x8000 + 0x30 * 4], int30_moved
+    mov word [0x8000 + 0x30 * 4 + 2], 0
+    lidt [moved_ivt]
+    xor ax, ax
+    int 0x30
+    CHECK ax, 0x3333, 19
+    lidt [real_ivt]
+    mov ax, 0x1111
+    stc
+    int 0x30                            ; the original table again
+    CHECK ax, 0x2222, 20
 
     ; ---- into protected mode -----------------------------------------------------------
     lgdt [gdt_desc]
@@ -98,6 +110,15 @@ int30:                                  ; real-mode handler: the IVT entry point
     clc                                 ; IRET restores CF from the stack
     pop bp
     iret
+
+int30_moved:
+    mov ax, 0x3333
+    iret
+
+moved_ivt: dw 0x3FF
+           dd 0x8000
+real_ivt:  dw 0x3FF
+           dd 0
 
 int30_ran: db 0
 int30_ip:  dw 0

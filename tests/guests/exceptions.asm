@@ -11,6 +11,9 @@
 ;  6 #GP  MOV DS with a selector beyond 11 #PF  supervisor write to a read-only page, CR0.WP
 ;         the GDT limit (error = sel)   12 #DF  #GP whose gate is not present: #NP while
 ; 13 #GP  MOV DS with execute-only code         delivering #GP -> #DF, error code 0
+; 14 #GP  delivered normally again once the gate is present
+; 15 with EFLAGS.IF = 1 (the PICs masked): an interrupt gate clears IF in the handler, a
+;    trap gate keeps it, both save IF = 1 and IRET restores it
 ; Status: check id * 16 + (1 vector, 2 error code present, 3 error code, 4 saved EIP,
 ; 5 saved CS, 6 frame size, 7.. test-specific); 0x100 + v: unexpected exception v.
 %include "lib.inc"
@@ -18,7 +21,7 @@
 IDT equ 0x1000                  ; 256 gates, built at run time
 PD  equ 0x20000                 ; page directory: PDE 0 -> PT
 PT  equ 0x21000                 ; identity map of 0..4 MiB
-STACK_TOP equ 0x9000
+STACK_TOP equ 0x7000            ; below the code at 0x7C00
 
 org 0x7C00
 bits 16
@@ -58,6 +61,8 @@ got_eip: dd 0
 got_cs:  dd 0
 got_esp: dd 0
 got_cr2: dd 0
+got_flags: dd 0                 ; EFLAGS in the handler
+got_saved_flags: dd 0           ; EFLAGS in the frame
 pre_esp: dd 0
 resume:  dd 0
 bounds:  dd 0, 10
@@ -76,6 +81,11 @@ h%1:
 %endif
     mov dword [got_vec], %1
     push eax
+    pushfd
+    pop eax
+    mov [got_flags], eax
+    mov eax, [esp + 12]
+    mov [got_saved_flags], eax
     mov eax, [esp + 4]
     mov [got_eip], eax
     mov eax, [esp + 8]
@@ -342,6 +352,41 @@ pm:
     BEGIN
     mov ds, ax
     END 14, 13, 0x1000, FAULT
+
+    ; 15: IF through interrupt and trap gates
+    mov al, 0xFF
+    out 0x21, al                        ; mask every IRQ at both PICs
+    out 0xA1, al
+    sti
+    BEGIN
+    int3                                ; trap gate
+    END 15, 3, NOERR, TRAP
+    test dword [got_flags], 0x200
+    jnz .t1
+    FAIL(15 * 16 + 7)                   ; a trap gate leaves IF alone
+.t1:
+    test dword [got_saved_flags], 0x200
+    jnz .t2
+    FAIL(15 * 16 + 8)
+.t2:
+    BEGIN
+    ud2                                 ; interrupt gate
+    END 15, 6, NOERR, FAULT
+    test dword [got_flags], 0x200
+    jz .t3
+    FAIL(15 * 16 + 9)                   ; an interrupt gate clears IF
+.t3:
+    test dword [got_saved_flags], 0x200
+    jnz .t4
+    FAIL(15 * 16 + 10)
+.t4:
+    pushfd
+    pop eax
+    test eax, 0x200
+    jnz .t5
+    FAIL(15 * 16 + 11)                  ; IRET restored IF = 1
+.t5:
+    cli
 
     PRINT `exceptions: pass\n`
     PASS

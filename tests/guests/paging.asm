@@ -16,7 +16,7 @@
 IDT equ 0x1000
 PD  equ 0x20000
 PT  equ 0x21000
-STACK_TOP equ 0x9000
+STACK_TOP equ 0x4000            ; below the data frames at 0x5000 and 0x6000
 P_ equ 1
 RW_ equ 2
 A_ equ 0x20

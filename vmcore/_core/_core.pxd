@@ -32,6 +32,7 @@ cdef struct Seg:
     # lo = 2**32 where no access of that kind is allowed (unusable, read-only, execute-only)
     uint64_t lo[2][3]
     uint64_t span[2][3]
+    uint32_t flat       # base 0, 4 GiB, readable and writable: part of the decode mode
 
 cdef struct TlbEntry:
     uint32_t tag_r      # gla page base when reads hit, else 1 (never page aligned)
@@ -66,6 +67,7 @@ cdef enum:
     IF_REP = 4          # F3 prefix
     IF_REPNE = 8        # F2 prefix
     IF_MEM = 16         # ModRM names memory (mod != 3)
+    IF_MODE = 32        # may change the decode mode (segments, CR0, EFLAGS.VM/TF): no chaining after it
 
 cdef struct Block:
     uint32_t eip        # EIP of the first instruction
@@ -81,6 +83,7 @@ cdef struct Block:
     Block* hash_next
     Block* succ[2]      # chained successors, checked by eip before use
     uint32_t succ_epoch # cpu.epoch when the successors were linked
+    uint32_t mode_change    # ends in an instruction that may change the decode mode
 
 cdef struct Cpu:
     uint32_t regs[9]
@@ -134,6 +137,7 @@ cdef struct Cpu:
     int exc_has_err
     uint32_t exc_err
     int exc_soft        # INT n / INT3 / INTO: the pushed EIP is the next instruction's
+    uint32_t exc_soft_start # the EIP of that INT, for a fault while delivering it
     int exc_soft_kind   # 0: INT n; 1: INT3 or INTO (not IOPL-sensitive in virtual-8086 mode);
                         # 2: INT1/ICEBP (no gate DPL check either)
     int first_exc_vector

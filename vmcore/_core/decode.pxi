@@ -308,7 +308,17 @@ cdef int decode_insn(Cpu* c, uint32_t cs_base, uint32_t eip, Insn* i) noexcept n
     if lock and c.lock_ud and not lockable(op, modrm, (i.flags & IF_MEM) != 0):
         i.fn = h_UD         # LOCK on anything but a read-modify-write of memory (SDM Vol. 2 LOCK)
         return 1
-    return select_handler(c, i, op, modrm, vs)
+    ends = select_handler(c, i, op, modrm, vs)
+    if changes_mode(i.fn):
+        i.flags |= IF_MODE
+    return ends
+
+cdef bint changes_mode(handler_t fn) noexcept nogil:
+    """Handlers that may change what decoding depends on (mode_key): segment registers,
+    CR0, EFLAGS.VM and TF, the privilege level."""
+    return (fn == h_POP_SEG or fn == h_MOV_SEG_E or fn == h_LxS or fn == h_FAR_ptr or fn == h_FAR_mem
+            or fn == h_RETF or fn == h_IRET or fn == h_POPF or fn == h_MOV_CR or fn == h_LMSW
+            or fn == h_SYSENTER or fn == h_SYSEXIT)
 
 cdef bint lockable(uint32_t op, uint32_t modrm, bint mem) noexcept nogil:
     """The instructions LOCK may prefix, with a memory destination (SDM Vol. 2 "LOCK")."""
@@ -348,14 +358,21 @@ cdef int h_LONG_INSN(Cpu* c, Insn* i) noexcept nogil:
         return fault_err(c, EXC_GP, 0)
     return fault(c, c.long_insn_vector)
 
-cdef inline int form(Insn* i) noexcept nogil:
-    """0 for a memory operand, 1 for a register (generated tables' last index)."""
-    return 0 if i.flags & IF_MEM else 1
+cdef inline bint flat_stack(Cpu* c) noexcept nogil:
+    """A flat SS with a 32-bit stack pointer (both part of the decode mode)."""
+    return c.seg[S_SS].flat and c.ss32
+
+cdef inline int form(Cpu* c, Insn* i) noexcept nogil:
+    """The generated tables' last index: 0 memory, 1 register, 2 memory in a flat segment
+    (the segment's flatness is part of the decode mode, so the block is keyed by it)."""
+    if not (i.flags & IF_MEM):
+        return 1
+    return 2 if c.seg[i.seg].flat else 0
 
 cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) noexcept nogil:
     """Pick the handler for the operand form. Returns 1 if the instruction ends a block."""
     cdef uint32_t reg = (modrm >> 3) & 7
-    cdef int fm = form(i)
+    cdef int fm = form(c, i)
     cdef int sz
     cdef bint mem = (i.flags & IF_MEM) != 0
     i.fn = h_UD
@@ -363,12 +380,12 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
         # ALU: 00-05 ADD ... 38-3D CMP
         sz = 0 if (op & 1) == 0 else vs
         if (op & 7) < 2:
-            i.fn = ALU_H[op >> 3][sz][0 + fm]
+            i.fn = ALU_H[op >> 3][sz][0 + fm]         # E,G
         elif (op & 7) == 2 or (op & 7) == 3:
-            i.fn = ALU_H[op >> 3][sz][2 + fm]
+            i.fn = ALU_H[op >> 3][sz][3 + fm]         # G,E
         else:
             i.rm = R_EAX
-            i.fn = ALU_H[op >> 3][0 if (op & 7) == 4 else vs][5]
+            i.fn = ALU_H[op >> 3][0 if (op & 7) == 4 else vs][7]    # AL/eAX, I: E,I with a register
         return 0
     if op == 0x27 or op == 0x2F:
         i.op = 1 if op == 0x2F else 0
@@ -389,9 +406,9 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
     if 0x50 <= op <= 0x5F:
         i.reg = op & 7
         if op < 0x58:
-            i.fn = h_PUSH_r16 if vs == 1 else h_PUSH_r32
+            i.fn = h_PUSH_r16 if vs == 1 else (h_PUSH_r32_flat if flat_stack(c) else h_PUSH_r32)
         else:
-            i.fn = h_POP_r16 if vs == 1 else h_POP_r32
+            i.fn = h_POP_r16 if vs == 1 else (h_POP_r32_flat if flat_stack(c) else h_POP_r32)
         return 0
     if op == 0x60:
         i.fn = h_PUSHA
@@ -411,7 +428,7 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
         return 1
     if 0x80 <= op <= 0x83:
         sz = 0 if (op & 1) == 0 else vs
-        i.fn = ALU_H[reg][sz][4 + fm]
+        i.fn = ALU_H[reg][sz][6 + fm]
         return 0
     if op == 0x84 or op == 0x85:
         i.fn = ALU_H[8][0 if op == 0x84 else vs][fm]
@@ -423,9 +440,9 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
     if 0x88 <= op <= 0x8B:
         sz = 0 if (op & 1) == 0 else vs
         if op == 0x89 and mem and vs == 2 and not (i.flags & IF_A16):
-            i.fn = h_MOV_d_store
+            i.fn = h_MOV_d_store_flat if c.seg[i.seg].flat else h_MOV_d_store
         elif op == 0x8B and mem and vs == 2 and not (i.flags & IF_A16):
-            i.fn = h_MOV_d_load
+            i.fn = h_MOV_d_load_flat if c.seg[i.seg].flat else h_MOV_d_load
         elif op <= 0x89:
             i.fn = MOV_EG_H[sz][fm]
         else:
@@ -486,7 +503,7 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
         return 0
     if op == 0xA8 or op == 0xA9:
         i.rm = R_EAX
-        i.fn = ALU_H[8][0 if op == 0xA8 else vs][5]
+        i.fn = ALU_H[8][0 if op == 0xA8 else vs][7]
         return 0
     if 0xB0 <= op <= 0xB7:
         i.rm = op & 7
@@ -504,7 +521,10 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
         i.fn = SHIFT_H[reg][sz][1 if op >= 0xD2 else 0][fm]
         return 0
     if op == 0xC2 or op == 0xC3:
-        i.fn = h_RET32 if (op == 0xC3 and vs == 2) else h_RET
+        if op == 0xC3 and vs == 2:
+            i.fn = h_RET32_flat if flat_stack(c) else h_RET32
+        else:
+            i.fn = h_RET
         return 1
     if op == 0xC6 or op == 0xC7:
         if reg != 0:
@@ -545,7 +565,10 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
         i.fn = h_IO
         return 1
     if op == 0xE8:
-        i.fn = h_CALL_rel32 if vs == 2 else h_CALL_rel
+        if vs == 2:
+            i.fn = h_CALL_rel32_flat if flat_stack(c) else h_CALL_rel32
+        else:
+            i.fn = h_CALL_rel
         return 1
     if op == 0xE9 or op == 0xEB:
         i.fn = h_JMP_rel
@@ -565,7 +588,7 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
         sz = 0 if op == 0xF6 else vs
         i.op = sz
         if reg < 2:
-            i.fn = ALU_H[8][sz][4 + fm]
+            i.fn = ALU_H[8][sz][6 + fm]
         elif reg == 2:
             i.fn = UNARY_H[2][sz][fm]
         elif reg == 3:

@@ -8,7 +8,9 @@ cdef inline uint32_t hash_eip(uint32_t eip) noexcept nogil:
 
 cdef inline uint32_t mode_key(Cpu* c) noexcept nogil:
     """What decoding depends on besides the bytes: code and stack size, protection."""
-    return c.code32 | (c.ss32 << 1) | (c.pe << 2) | (((c.eflags >> 17) & 1) << 3) | (c.eflags & FL_TF)
+    return (c.code32 | (c.ss32 << 1) | (c.pe << 2) | (((c.eflags >> 17) & 1) << 3) | (c.eflags & FL_TF)
+            | (c.seg[0].flat << 16) | (c.seg[1].flat << 17) | (c.seg[2].flat << 18)
+            | (c.seg[3].flat << 19) | (c.seg[4].flat << 20) | (c.seg[5].flat << 21))
 
 cdef void cache_flush(Cpu* c) noexcept nogil:
     """Forget every block (arena full, or a global change such as a mode switch)."""
@@ -127,6 +129,7 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
         if c.until_active and cur == c.until_eip:
             break
     # every block ends in a record that leaves the inner loop
+    b.mode_change = insns[n - 1].flags & IF_MODE
     insns[n].fn = h_BLOCK_END
     insns[n].next_eip = cur
     insns[n].len = 0
@@ -186,29 +189,34 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
         if c.icount >= stop_at or stop_at == 0:
             c.exit_reason = EXIT_BUDGET
             break
-        if c.until_active and c.eip == c.until_eip:
-            c.exit_reason = EXIT_UNTIL
-            break
-        if c.intr_line and (c.eflags & FL_IF) and not c.int_shadow and not c.irq_pending:
-            # INTR is up and interrupts can be taken here: the monitor acknowledges the
-            # controller (INTA) and injects the vector it names (inject_interrupt)
-            c.exit_reason = EXIT_INTR
-            break
-        if c.irq_pending and (c.eflags & FL_IF) and not c.int_shadow:
-            # an external interrupt at this instruction boundary (SDM Vol. 3 §6.8.1)
-            c.irq_pending = 0
-            c.n_irqs += 1
-            c.exc_vector = c.irq_vector
-            c.exc_has_err = 0
-            c.exc_soft = 0
-            prev = NULL
-            stop_at -= 1       # a delivery uses budget too: a guest faulting forever still ends
-            if deliver_exception(c):
+        step_one = False
+        if c.until_active | c.intr_line | c.irq_pending | c.int_shadow | (c.eflags & FL_TF):
+            # the rare conditions, tested together on the way into every block
+            if c.until_active and c.eip == c.until_eip:
+                c.exit_reason = EXIT_UNTIL
                 break
-            continue
-        # under an STI / MOV SS shadow with an interrupt waiting, run exactly one instruction
-        step_one = c.int_shadow and (c.irq_pending or c.intr_line) and (c.eflags & FL_IF) != 0
-        c.int_shadow = 0
+            if c.intr_line and (c.eflags & FL_IF) and not c.int_shadow and not c.irq_pending:
+                # INTR is up and interrupts can be taken here: the monitor acknowledges the
+                # controller (INTA) and injects the vector it names (inject_interrupt)
+                c.exit_reason = EXIT_INTR
+                break
+            if c.irq_pending and (c.eflags & FL_IF) and not c.int_shadow:
+                # an external interrupt at this instruction boundary (SDM Vol. 3 §6.8.1)
+                c.irq_pending = 0
+                c.n_irqs += 1
+                c.exc_vector = c.irq_vector
+                c.exc_has_err = 0
+                c.exc_soft = 0
+                prev = NULL
+                stop_at -= 1       # a delivery uses budget too: a guest faulting forever still ends
+                if deliver_exception(c):
+                    break
+                continue
+            # under an STI / MOV SS shadow with an interrupt waiting, or single-stepping:
+            # one instruction at a time
+            step_one = (c.int_shadow and (c.irq_pending or c.intr_line) and (c.eflags & FL_IF) != 0) \
+                or (c.eflags & FL_TF) != 0
+            c.int_shadow = 0
         blk = NULL
         if prev != NULL and prev.succ_epoch == c.epoch:
             if prev.succ[0] != NULL and prev.succ[0].eip == c.eip and prev.succ[0].valid:
@@ -240,7 +248,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                     prev.succ[0] = blk
                 else:
                     prev.succ[1] = blk
-        if c.icount + blk.ninsn > stop_at or (c.eflags & FL_TF) or step_one:
+        if c.icount + blk.ninsn > stop_at or step_one:
             # the budget ends inside this block, or single-stepping: one instruction at a time
             flushes = c.n_cache_flushes
             blk = decode_block(c, c.eip, 1, False)
@@ -255,7 +263,8 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             i += 1
         if rc == RC_BRANCH:
             c.icount += blk.ninsn
-            prev = blk
+            # after a possible mode change, the successor is found by a full lookup
+            prev = NULL if blk.mode_change else blk
             if blk.mode & FL_TF:
                 # TF was set when the instruction began: a single-step trap after it (SDM Vol. 3 §17.3.1.4)
                 c.dr[6] |= 0x4000
@@ -271,7 +280,10 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
         c.icount += <uint64_t>(i - blk.insns)
         if rc == RC_FAULT:
             if c.exc_soft:
+                # INT n, INT3, INTO: a trap, whose frame holds the next instruction; if the
+                # delivery itself faults, that fault points back at the INT (exceptions.pxi)
                 c.icount += 1
+                c.exc_soft_start = i.next_eip - i.len
                 c.eip = i.next_eip
             else:
                 c.eip = i.next_eip - i.len

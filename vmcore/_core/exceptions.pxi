@@ -68,6 +68,10 @@ cdef int deliver_exception(Cpu* c) noexcept nogil:
             return 0
         if rc == RC_EXIT_BEFORE:
             return 1
+        if soft:
+            # the INT did not complete: the new exception is a fault of the INT itself
+            c.eip = c.exc_soft_start
+            c.icount -= 1
         soft = 0
         new_vector = c.exc_vector
         if vector == EXC_DF:

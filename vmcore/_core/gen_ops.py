@@ -3,7 +3,8 @@ operand size and register-versus-memory form, and the tables the decoder
 picks them from. setup.py runs it before cythonize.
 
 Each family below is a template plus the list of its members; a handler is
-named by its Intel operand form (ADD_EvGv_m: ADD Ev,Gv with a memory Ev).
+named by its Intel operand form (ADD_EvGv_m: ADD Ev,Gv with a memory Ev; _r with a
+register Ev; _f with a memory Ev in a flat segment, which the decode mode guarantees).
 """
 import pathlib
 import sys
@@ -20,22 +21,30 @@ HDR = "cdef int {name}(Cpu* c, Insn* i) noexcept nogil:\n"
 SZI = {"8": 0, "16": 1, "32": 2}
 
 
-def mem_addr(sz, write=False):
-    """Segment-checked linear address of the memory operand into `la` (for a write: the
-    segment must be writable)."""
+FORMS = ("m", "r", "f")      # memory (segment checked), register, memory in a flat segment
+LAST_OFFSET = {"8": "0xFFFFFFFFU", "16": "0xFFFFFFFEU", "32": "0xFFFFFFFCU"}
+
+
+def mem_addr(sz, write=False, flat=False):
+    """Linear address of the memory operand into `la`: through the segment checks, or for
+    a flat segment (base 0, 4 GiB, readable and writable: the decode mode says so) only the
+    check that the access does not run past 4 GiB."""
+    if flat:
+        return (f"    cdef uint32_t la = ea_of(c, i)\n    if la > {LAST_OFFSET[sz]}:\n"
+                f"        return seg_fault(c, i.seg)\n")
     check = "seg_addr_w" if write else "seg_addr"
     return f"    cdef uint32_t la\n    if {check}(c, i, {SZI[sz]}, &la):\n        return RC_FAULT\n"
 
 
 def load_e(form, sz, dst="a", write=False):
-    if form == "m":
-        return (mem_addr(sz, write) + f"    cdef uint32_t {dst}\n    cdef CcSave saved\n"
+    if form in ("m", "f"):
+        return (mem_addr(sz, write, form == "f") + f"    cdef uint32_t {dst}\n    cdef CcSave saved\n"
                 f"    if rd{sz}(c, la, &{dst}):\n        return RC_FAULT\n    save_cc(c, &saved)\n")
     return f"    cdef uint32_t {dst} = getr{sz}(c, i.rm)\n"
 
 
 def store_e(form, sz, val):
-    if form == "m":
+    if form in ("m", "f"):
         # a faulting write leaves the flags as they were: the instruction never happened
         return (f"    if wr{sz}(c, la, {val}):\n        restore_cc(c, &saved)\n        return RC_FAULT\n"
                 "    return RC_NEXT\n")
@@ -51,14 +60,14 @@ def gen_alu(out, tables):
         srow = []
         for szi, s, bits in SIZES:
             frow = []
-            for form in ("m", "r"):
+            for form in FORMS:
                 name = f"h_{op}_E{s}G{s}_{form}"
                 body = load_e(form, bits, write=writes)
                 body += f"    cdef uint32_t r = alu(c, {core_op}, {szi}, a, getr{bits}(c, i.reg))\n"
                 body += store_e(form, bits, "r") if writes else "    return RC_NEXT\n"
                 out.append(HDR.format(name=name) + body)
                 frow.append(name)
-            for form in ("m", "r"):
+            for form in FORMS:
                 name = f"h_{op}_G{s}E{s}_{form}"
                 body = load_e(form, bits, "b")
                 body += f"    cdef uint32_t r = alu(c, {core_op}, {szi}, getr{bits}(c, i.reg), b)\n"
@@ -66,7 +75,7 @@ def gen_alu(out, tables):
                 body += "    return RC_NEXT\n"
                 out.append(HDR.format(name=name) + body)
                 frow.append(name)
-            for form in ("m", "r"):
+            for form in FORMS:
                 name = f"h_{op}_E{s}I{s}_{form}"
                 body = load_e(form, bits, write=writes)
                 body += f"    cdef uint32_t r = alu(c, {core_op}, {szi}, a, i.imm)\n"
@@ -75,7 +84,7 @@ def gen_alu(out, tables):
                 frow.append(name)
             srow.append(frow)
         rows.append(srow)
-    tables.append(("ALU_H", [len(ALU_OPS), 3, 6], rows))
+    tables.append(("ALU_H", [len(ALU_OPS), 3, 9], rows))
 
 
 def gen_unary(out, tables):
@@ -84,7 +93,7 @@ def gen_unary(out, tables):
         srow = []
         for szi, s, bits in SIZES:
             frow = []
-            for form in ("m", "r"):
+            for form in FORMS:
                 name = f"h_{op}_E{s}_{form}"
                 body = load_e(form, bits, write=True)
                 if op in ("INC", "DEC"):
@@ -98,7 +107,7 @@ def gen_unary(out, tables):
                 frow.append(name)
             srow.append(frow)
         rows.append(srow)
-    tables.append(("UNARY_H", [len(UNARY), 3, 2], rows))
+    tables.append(("UNARY_H", [len(UNARY), 3, 3], rows))
 
 
 def gen_shift(out, tables):
@@ -110,7 +119,7 @@ def gen_shift(out, tables):
             crow = []
             for cnt in ("I", "CL"):
                 frow = []
-                for form in ("m", "r"):
+                for form in FORMS:
                     name = f"h_{op}_E{s}_{cnt}_{form}"
                     count = "i.imm" if cnt == "I" else "getr8(c, R_ECX)"
                     body = f"    cdef uint32_t n = {count} & 31\n"
@@ -123,7 +132,7 @@ def gen_shift(out, tables):
                 crow.append(frow)
             srow.append(crow)
         rows.append(srow)
-    tables.append(("SHIFT_H", [len(SHIFT_OPS), 3, 2, 2], rows))
+    tables.append(("SHIFT_H", [len(SHIFT_OPS), 3, 2, 3], rows))
 
 
 def gen_cond(out, tables):
@@ -136,11 +145,11 @@ def gen_cond(out, tables):
                    + f"    c.eip = i.disp if cond_true(c, {cc}) else i.next_eip\n    return RC_BRANCH\n")
         jcc.append(h)
         row = []
-        for form in ("m", "r"):
+        for form in FORMS:
             h = f"h_SET{name}_Eb_{form}"
             body = f"    cdef uint32_t r = cond_true(c, {cc})\n"
-            if form == "m":
-                body += mem_addr("8", write=True) + "    return wr8(c, la, r)\n"
+            if form != "r":
+                body += mem_addr("8", write=True, flat=form == "f") + "    return wr8(c, la, r)\n"
             else:
                 body += "    setr8(c, i.rm, r)\n    return RC_NEXT\n"
             out.append(HDR.format(name=h) + body)
@@ -149,7 +158,7 @@ def gen_cond(out, tables):
         srow = []
         for szi, s, bits in SIZES[1:]:
             frow = []
-            for form in ("m", "r"):
+            for form in FORMS:
                 h = f"h_CMOV{name}_G{s}E{s}_{form}"
                 # the source is read (and may fault) whether or not the move happens (SDM CMOVcc)
                 body = load_e(form, bits, "b")
@@ -160,39 +169,40 @@ def gen_cond(out, tables):
             srow.append(frow)
         cmov.append(srow)
     tables.append(("JCC_H", [16], jcc))
-    tables.append(("SETCC_H", [16, 2], setcc))
-    tables.append(("CMOV_H", [16, 2, 2], cmov))
+    tables.append(("SETCC_H", [16, 3], setcc))
+    tables.append(("CMOV_H", [16, 2, 3], cmov))
 
 
 def gen_mov(out, tables):
     eg, ge, ei = [], [], []
     for szi, s, bits in SIZES:
         row = []
-        for form in ("m", "r"):
+        for form in FORMS:
             h = f"h_MOV_E{s}G{s}_{form}"
             out.append(HDR.format(name=h)
-                       + (mem_addr(bits, write=True) + f"    return wr{bits}(c, la, getr{bits}(c, i.reg))\n" if form == "m"
+                       + (mem_addr(bits, True, form == "f") + f"    return wr{bits}(c, la, getr{bits}(c, i.reg))\n"
+                          if form != "r"
                           else f"    setr{bits}(c, i.rm, getr{bits}(c, i.reg))\n    return RC_NEXT\n"))
             row.append(h)
         eg.append(row)
         row = []
-        for form in ("m", "r"):
+        for form in FORMS:
             h = f"h_MOV_G{s}E{s}_{form}"
             out.append(HDR.format(name=h) + load_e(form, bits, "b")
                        + f"    setr{bits}(c, i.reg, b)\n    return RC_NEXT\n")
             row.append(h)
         ge.append(row)
         row = []
-        for form in ("m", "r"):
+        for form in FORMS:
             h = f"h_MOV_E{s}I{s}_{form}"
             out.append(HDR.format(name=h)
-                       + (mem_addr(bits, write=True) + f"    return wr{bits}(c, la, i.imm)\n" if form == "m"
+                       + (mem_addr(bits, True, form == "f") + f"    return wr{bits}(c, la, i.imm)\n" if form != "r"
                           else f"    setr{bits}(c, i.rm, i.imm)\n    return RC_NEXT\n"))
             row.append(h)
         ei.append(row)
-    tables.append(("MOV_EG_H", [3, 2], eg))
-    tables.append(("MOV_GE_H", [3, 2], ge))
-    tables.append(("MOV_EI_H", [3, 2], ei))
+    tables.append(("MOV_EG_H", [3, 3], eg))
+    tables.append(("MOV_GE_H", [3, 3], ge))
+    tables.append(("MOV_EI_H", [3, 3], ei))
 
 
 def emit_tables(out, tables):

@@ -103,6 +103,7 @@ cdef void seg_set_limits(Seg* s, bint real_mode) noexcept nogil:
         if not readable:
             s.lo[0][k] = 0x100000000ULL
             s.span[0][k] = 0
+    s.flat = 1 if (s.base == 0 and s.limit == 0xFFFFFFFFU and not down and readable and writable) else 0
 
 cdef void seg_make_unusable(Seg* s) noexcept nogil:
     """A segment register loaded with a null selector: any access through it faults."""
@@ -111,6 +112,7 @@ cdef void seg_make_unusable(Seg* s) noexcept nogil:
         for k in range(3):
             s.lo[w][k] = 0x100000000ULL
             s.span[w][k] = 0
+    s.flat = 0
 
 # ALU cores. op: 0 ADD 1 OR 2 ADC 3 SBB 4 AND 5 SUB 6 XOR 7 CMP (ModRM.reg order).
 cdef inline uint32_t alu(Cpu* c, int op, int sz, uint32_t a, uint32_t b) noexcept nogil:

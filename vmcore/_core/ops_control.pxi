@@ -29,6 +29,19 @@ cdef int h_CALL_rel32(Cpu* c, Insn* i) noexcept nogil:
     c.eip = i.disp
     return RC_BRANCH
 
+cdef int h_CALL_rel32_flat(Cpu* c, Insn* i) noexcept nogil:
+    if push_flat(c, i.next_eip):
+        return RC_FAULT
+    c.eip = i.disp
+    return RC_BRANCH
+
+cdef int h_RET32_flat(Cpu* c, Insn* i) noexcept nogil:
+    cdef uint32_t v
+    if pop_flat(c, &v):
+        return RC_FAULT
+    c.eip = v
+    return RC_BRANCH
+
 cdef int h_RET(Cpu* c, Insn* i) noexcept nogil:
     """C3 / C2 iw (imm = bytes to release)."""
     cdef int sz = opsz(i)

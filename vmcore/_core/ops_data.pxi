@@ -207,6 +207,46 @@ cdef int h_MOV_d_load(Cpu* c, Insn* i) noexcept nogil:
         return RC_FAULT
     return rd32(c, la, &c.regs[i.reg])
 
+cdef int h_MOV_d_load_flat(Cpu* c, Insn* i) noexcept nogil:
+    """8B /r through a flat segment (the decode mode says so): no base, no limit loads."""
+    cdef uint32_t la = c.regs[i.rm] + (c.regs[i.index] << i.scale) + i.disp
+    if la > 0xFFFFFFFCU:
+        return seg_fault(c, i.seg)
+    return rd32(c, la, &c.regs[i.reg])
+
+cdef int h_MOV_d_store_flat(Cpu* c, Insn* i) noexcept nogil:
+    cdef uint32_t la = c.regs[i.rm] + (c.regs[i.index] << i.scale) + i.disp
+    if la > 0xFFFFFFFCU:
+        return seg_fault(c, i.seg)
+    return wr32(c, la, c.regs[i.reg])
+
+cdef inline int push_flat(Cpu* c, uint32_t v) noexcept nogil:
+    """push for a flat 32-bit stack: a wrap below 0 lands at 4 GiB - 4, still in the limit."""
+    cdef uint32_t esp = c.regs[R_ESP] - 4
+    if wr32(c, esp, v):
+        return RC_FAULT
+    c.regs[R_ESP] = esp
+    return 0
+
+cdef inline int pop_flat(Cpu* c, uint32_t* v) noexcept nogil:
+    cdef uint32_t esp = c.regs[R_ESP]
+    if esp > 0xFFFFFFFCU:
+        return seg_fault(c, S_SS)
+    if rd32(c, esp, v):
+        return RC_FAULT
+    c.regs[R_ESP] = esp + 4
+    return 0
+
+cdef int h_PUSH_r32_flat(Cpu* c, Insn* i) noexcept nogil:
+    return push_flat(c, c.regs[i.reg])
+
+cdef int h_POP_r32_flat(Cpu* c, Insn* i) noexcept nogil:
+    cdef uint32_t v
+    if pop_flat(c, &v):
+        return RC_FAULT
+    c.regs[i.reg] = v
+    return RC_NEXT
+
 cdef int h_MOV_d_store(Cpu* c, Insn* i) noexcept nogil:
     """89 /r, memory destination, 32-bit, 32-bit address."""
     cdef uint32_t la
