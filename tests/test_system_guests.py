@@ -46,3 +46,16 @@ def test_triple_fault():
 def test_rings():
     m, r = run_guest("rings")
     assert r.console == "rings: ring 0\nrings: ring 3\nrings: back in ring 0, pass\n"
+
+
+def test_tasks():
+    m, r = run_guest("tasks")
+    assert r.console == ("tasks: in task A\ntasks: in task B\ntasks: back in task A\n"
+                         "tasks: call and iret through a task gate\n"
+                         "tasks: exceptions through task gates\ntasks: pass\n")
+
+
+def test_v86():
+    m, r = run_guest("v86")
+    assert r.console == ("v86: ring 0\nv86: virtual-8086 mode\nv86: int 0x30 to ring 0 and back\n"
+                         "v86: pass\n")
