@@ -161,6 +161,7 @@ cdef struct Cpu:
     int irq_vector
     int int_shadow      # STI / MOV SS / POP SS: no interrupt before the next instruction
     int intr_line       # the interrupt controller's INTR output (level)
+    int attention       # until_active | intr_line | irq_pending | int_shadow: one test per block
     uint32_t a20_mask   # 0xFFEFFFFF while the A20 gate is closed
     # ROM: mapped at the top of the 4 GiB space, and (read-only) below 1 MiB
     uint8_t* rom

@@ -103,6 +103,7 @@ cdef class Engine:
         self.c.io_string = 0
         self.c.irq_pending = 0
         self.c.int_shadow = 0
+        update_attention(self.c)
 
     def reset_real(self):
         """The processor's state after RESET (SDM Vol. 3 §9.1.1, Table 9-1): real mode,
@@ -266,12 +267,14 @@ cdef class Engine:
             raise ValueError(f"interrupt vector {vector} is not 0..255")
         self.c.irq_vector = vector
         self.c.irq_pending = 1
+        update_attention(self.c)
 
     def set_intr(self, bint level):
         """The interrupt controller's INTR output. While it is up and the guest can take an
         interrupt, run() returns EXIT_INTR at an instruction boundary; the caller then
         acknowledges the controller and calls inject_interrupt(vector)."""
         self.c.intr_line = level
+        update_attention(self.c)
 
     def inject_interrupt(self, int vector):
         """Deliver an external interrupt now, at the current instruction boundary.

@@ -3,6 +3,10 @@
 # and decode mode), chained to their successors, and invalidated page by page
 # when their code bytes are written.
 
+cdef inline void update_attention(Cpu* c) noexcept nogil:
+    """Recompute the one word the run loop tests on the way into every block."""
+    c.attention = c.until_active | c.intr_line | c.irq_pending | c.int_shadow
+
 cdef inline uint32_t hash_eip(uint32_t eip) noexcept nogil:
     return (eip ^ (eip >> HASH_BITS)) & (HASH_SIZE - 1)
 
@@ -109,6 +113,8 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
     cdef uint32_t n = 0, cur = eip, gpa
     cdef uint32_t cs_base = c.seg[S_CS].base
     cdef bint ends
+    if c.eflags & FL_TF:
+        max_insns = 1
     if c.nblocks + 1 >= BLOCK_ARENA or c.ninsns + MAX_BLOCK_INSNS + 4 > INSN_ARENA:
         cache_flush(c)
     if cache:
@@ -129,7 +135,8 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
         if c.until_active and cur == c.until_eip:
             break
     # every block ends in a record that leaves the inner loop
-    b.mode_change = insns[n - 1].flags & IF_MODE
+    # 2: decoded with EFLAGS.TF set (one instruction, then a single-step trap)
+    b.mode_change = (insns[n - 1].flags & IF_MODE) | (2 if c.eflags & FL_TF else 0)
     insns[n].fn = h_BLOCK_END
     insns[n].next_eip = cur
     insns[n].len = 0
@@ -167,6 +174,7 @@ cdef void set_until(Cpu* c, bint active, uint32_t eip) noexcept nogil:
     cdef Block* b
     c.until_active = active
     c.until_eip = eip
+    update_attention(c)
     if not active:
         return
     for k in range(c.nblocks):
@@ -186,11 +194,11 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
     cdef bint step_one
     c.exit_reason = EXIT_NONE
     while True:
-        if c.icount >= stop_at or stop_at == 0:
+        if c.icount >= stop_at:
             c.exit_reason = EXIT_BUDGET
             break
         step_one = False
-        if c.until_active | c.intr_line | c.irq_pending | c.int_shadow | (c.eflags & FL_TF):
+        if c.attention:
             # the rare conditions, tested together on the way into every block
             if c.until_active and c.eip == c.until_eip:
                 c.exit_reason = EXIT_UNTIL
@@ -203,20 +211,20 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             if c.irq_pending and (c.eflags & FL_IF) and not c.int_shadow:
                 # an external interrupt at this instruction boundary (SDM Vol. 3 §6.8.1)
                 c.irq_pending = 0
+                update_attention(c)
                 c.n_irqs += 1
                 c.exc_vector = c.irq_vector
                 c.exc_has_err = 0
                 c.exc_soft = 0
                 prev = NULL
-                stop_at -= 1       # a delivery uses budget too: a guest faulting forever still ends
+                stop_at -= 1 if stop_at else 0       # a delivery uses budget too: a guest faulting forever still ends
                 if deliver_exception(c):
                     break
                 continue
-            # under an STI / MOV SS shadow with an interrupt waiting, or single-stepping:
-            # one instruction at a time
-            step_one = (c.int_shadow and (c.irq_pending or c.intr_line) and (c.eflags & FL_IF) != 0) \
-                or (c.eflags & FL_TF) != 0
+            # under an STI / MOV SS shadow with an interrupt waiting: one instruction
+            step_one = c.int_shadow and (c.irq_pending or c.intr_line) and (c.eflags & FL_IF) != 0
             c.int_shadow = 0
+            update_attention(c)
         blk = NULL
         if prev != NULL and prev.succ_epoch == c.epoch:
             if prev.succ[0] != NULL and prev.succ[0].eip == c.eip and prev.succ[0].valid:
@@ -229,7 +237,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             if code_gpa(c, c.seg[S_CS].base + c.eip, &gpa):
                 # the instruction's page does not translate: #PF before it runs
                 prev = NULL
-                stop_at -= 1
+                stop_at -= 1 if stop_at else 0
                 if deliver_exception(c):
                     break
                 continue
@@ -263,16 +271,19 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             i += 1
         if rc == RC_BRANCH:
             c.icount += blk.ninsn
+            if not blk.mode_change:
+                prev = blk
+                continue
             # after a possible mode change, the successor is found by a full lookup
-            prev = NULL if blk.mode_change else blk
-            if blk.mode & FL_TF:
+            prev = NULL
+            if blk.mode_change & 2:
                 # TF was set when the instruction began: a single-step trap after it (SDM Vol. 3 §17.3.1.4)
                 c.dr[6] |= 0x4000
                 c.exc_vector = EXC_DB
                 c.exc_has_err = 0
                 c.exc_soft = 0
                 prev = NULL
-                stop_at -= 1
+                stop_at -= 1 if stop_at else 0
                 if deliver_exception(c):
                     break
             continue
@@ -287,7 +298,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                 c.eip = i.next_eip
             else:
                 c.eip = i.next_eip - i.len
-            stop_at -= 1       # a delivery uses budget too: a guest faulting forever still ends
+            stop_at -= 1 if stop_at else 0       # a delivery uses budget too: a guest faulting forever still ends
             if deliver_exception(c):
                 break
         elif rc == RC_EXIT:

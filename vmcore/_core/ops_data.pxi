@@ -180,6 +180,7 @@ cdef int h_CLI_STI(Cpu* c, Insn* i) noexcept nogil:
     if i.op:
         if not (c.eflags & FL_IF):
             c.int_shadow = 1
+            c.attention = 1
         c.eflags |= FL_IF
     else:
         c.eflags &= ~<uint32_t>FL_IF

@@ -105,6 +105,7 @@ cdef int h_MOV_SEG_E(Cpu* c, Insn* i) noexcept nogil:
         return RC_FAULT
     if i.reg == S_SS:
         c.int_shadow = 1
+        c.attention = 1
     c.eip = i.next_eip        # the mode key may have changed (SS.B)
     return RC_BRANCH
 
@@ -119,6 +120,7 @@ cdef int h_POP_SEG(Cpu* c, Insn* i) noexcept nogil:
     pop_commit(c, sz)
     if i.op == S_SS:
         c.int_shadow = 1
+        c.attention = 1
     c.eip = i.next_eip
     return RC_BRANCH
 
