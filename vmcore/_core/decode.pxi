@@ -756,7 +756,10 @@ cdef int select_0f(Cpu* c, Insn* i, uint32_t op, uint32_t reg, int fm, int vs) n
         return 0
     if op == 0xB6 or op == 0xB7 or op == 0xBE or op == 0xBF:
         i.op = op & 1
-        i.fn = h_MOVSX if op >= 0xBE else h_MOVZX
+        if fm == 2:
+            i.fn = h_MOVSX_f if op >= 0xBE else h_MOVZX_f
+        else:
+            i.fn = h_MOVSX if op >= 0xBE else h_MOVZX
         return 0
     if op == 0xBC or op == 0xBD:
         i.op = op & 1

@@ -292,6 +292,27 @@ cdef int h_MOVZX(Cpu* c, Insn* i) noexcept nogil:
     setr_sz(c, i.reg, opsz(i), v)
     return RC_NEXT
 
+cdef inline int load_E_flat(Cpu* c, Insn* i, int sz, uint32_t* v) noexcept nogil:
+    """A memory operand in a flat segment (the decode mode says so): no base, no limit loads."""
+    cdef uint32_t la = ea_of(c, i)
+    if la > 0xFFFFFFFFU - ((1U << sz) - 1):
+        return seg_fault(c, i.seg)
+    return rd_sz(c, la, sz, v)
+
+cdef int h_MOVZX_f(Cpu* c, Insn* i) noexcept nogil:
+    cdef uint32_t v
+    if load_E_flat(c, i, i.op, &v):
+        return RC_FAULT
+    setr_sz(c, i.reg, opsz(i), v)
+    return RC_NEXT
+
+cdef int h_MOVSX_f(Cpu* c, Insn* i) noexcept nogil:
+    cdef uint32_t v
+    if load_E_flat(c, i, i.op, &v):
+        return RC_FAULT
+    setr_sz(c, i.reg, opsz(i), <uint32_t>sext(v, i.op))
+    return RC_NEXT
+
 cdef int h_MOVSX(Cpu* c, Insn* i) noexcept nogil:
     """0F BE/BF: op = source size index."""
     cdef uint32_t v, la = 0
