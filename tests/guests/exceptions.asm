@@ -128,19 +128,7 @@ h14:
     iretd
 
 ; every other vector: report it
-align 8
-unexpected_stubs:
-%assign v 0
-%rep 32
-    push strict dword v
-    jmp strict near unexpected
-    align 16
-%assign v v + 1
-%endrep
-unexpected:
-    pop eax
-    add eax, 0x100
-    EXIT eax
+UNEXPECTED_STUBS
 
 ; BEGIN: set up the expectations; the instruction under test follows immediately.
 %macro BEGIN 0
@@ -188,26 +176,7 @@ pm:
     PRINT `exceptions: protected mode\n`
 
     ; the IDT: every vector to its "unexpected" stub, then the handlers under test
-    mov edi, IDT
-    xor eax, eax
-    mov ecx, 256 * 2
-    rep stosd
-    xor ebx, ebx
-.stubs:
-    mov eax, ebx
-    shl eax, 4
-    add eax, unexpected_stubs
-    mov edi, ebx
-    shl edi, 3
-    add edi, IDT
-    mov word [edi], ax
-    mov word [edi + 2], 0x08
-    mov word [edi + 4], INT_GATE << 8
-    shr eax, 16
-    mov word [edi + 6], ax
-    inc ebx
-    cmp ebx, 32
-    jb .stubs
+    IDT_UNEXPECTED IDT
     SET_GATE IDT, 0, h0, INT_GATE
     SET_GATE IDT, 3, h3, TRAP_GATE
     SET_GATE IDT, 4, h4, TRAP_GATE

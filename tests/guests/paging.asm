@@ -68,19 +68,7 @@ pf_handler:
     pop eax
     iretd
 
-align 8
-unexpected_stubs:
-%assign v 0
-%rep 32
-    push strict dword v
-    jmp strict near unexpected
-    align 16
-%assign v v + 1
-%endrep
-unexpected:
-    pop eax
-    add eax, 0x100
-    EXIT eax
+UNEXPECTED_STUBS
 
 pm:
     mov ax, 0x10
@@ -89,24 +77,7 @@ pm:
     mov ss, ax
     mov esp, STACK_TOP
     PRINT `paging: protected mode\n`
-    mov edi, IDT
-    xor eax, eax
-    mov ecx, 256 * 2
-    rep stosd
-    xor ebx, ebx
-.stubs:
-    mov eax, ebx
-    shl eax, 4
-    add eax, unexpected_stubs
-    lea edi, [IDT + ebx * 8]
-    mov word [edi], ax
-    mov word [edi + 2], 0x08
-    mov word [edi + 4], INT_GATE << 8
-    shr eax, 16
-    mov word [edi + 6], ax
-    inc ebx
-    cmp ebx, 32
-    jb .stubs
+    IDT_UNEXPECTED IDT
     SET_GATE IDT, 14, pf_handler, INT_GATE
     lidt [idt_desc]
 

@@ -195,19 +195,7 @@ callgate_entry:
     mov ds, ax
     retf 4
 
-align 8
-unexpected_stubs:
-%assign v 0
-%rep 32
-    push strict dword v
-    jmp strict near unexpected
-    align 16
-%assign v v + 1
-%endrep
-unexpected:
-    pop eax
-    add eax, 0x100
-    EXIT eax
+UNEXPECTED_STUBS
 
 kernel:
     mov ax, KDATA
@@ -218,24 +206,7 @@ kernel:
     PRINT `rings: ring 0\n`
 
     ; IDT: stubs for 0..31, then the handlers
-    mov edi, IDT
-    xor eax, eax
-    mov ecx, 256 * 2
-    rep stosd
-    xor ebx, ebx
-.stubs:
-    mov eax, ebx
-    shl eax, 4
-    add eax, unexpected_stubs
-    lea edi, [IDT + ebx * 8]
-    mov word [edi], ax
-    mov word [edi + 2], KCODE
-    mov word [edi + 4], INT_GATE << 8
-    shr eax, 16
-    mov word [edi + 6], ax
-    inc ebx
-    cmp ebx, 32
-    jb .stubs
+    IDT_UNEXPECTED IDT
     SET_GATE IDT, 13, uh13, INT_GATE
     SET_GATE IDT, 14, uh14, INT_GATE
     SET_GATE IDT, 3, syscall, INT_GATE                ; DPL 0: INT3 from ring 3 is #GP

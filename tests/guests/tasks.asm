@@ -141,19 +141,7 @@ bits 32
 %endmacro
 %define BUSY(sel) byte [gdt + (sel) + 5], 0x02
 
-align 8
-unexpected_stubs:
-%assign v 0
-%rep 32
-    push strict dword v
-    jmp strict near unexpected
-    align 16
-%assign v v + 1
-%endrep
-unexpected:
-    pop eax
-    add eax, 0x100
-    EXIT eax
+UNEXPECTED_STUBS
 
 ; ---- task B ------------------------------------------------------------------------------
 task_b1:                                ; entered by the JMP in part 1
@@ -241,24 +229,7 @@ kernel:
     mov gs, ax
 
     ; IDT: stubs for 0..31, task gates for #DE and #GP
-    mov edi, IDT
-    xor eax, eax
-    mov ecx, 256 * 2
-    rep stosd
-    xor ebx, ebx
-.stubs:
-    mov eax, ebx
-    shl eax, 4
-    add eax, unexpected_stubs
-    lea edi, [IDT + ebx * 8]
-    mov word [edi], ax
-    mov word [edi + 2], KCODE
-    mov word [edi + 4], INT_GATE << 8
-    shr eax, 16
-    mov word [edi + 6], ax
-    inc ebx
-    cmp ebx, 32
-    jb .stubs
+    IDT_UNEXPECTED IDT
     mov dword [IDT + 0 * 8], TSSC_SEL << 16         ; task gate: selector in bytes 2-3
     mov dword [IDT + 0 * 8 + 4], 0x8500             ; P, DPL 0, type 5
     mov dword [IDT + 13 * 8], TSSD_SEL << 16

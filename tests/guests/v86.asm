@@ -96,19 +96,7 @@ tss_end:
 
 bits 32
 ; ---- ring 0 ------------------------------------------------------------------------------
-align 8
-unexpected_stubs:
-%assign v 0
-%rep 32
-    push strict dword v
-    jmp strict near unexpected
-    align 16
-%assign v v + 1
-%endrep
-unexpected:
-    pop eax
-    add eax, 0x100
-    EXIT eax
+UNEXPECTED_STUBS
 
 ; INT 0x30 from V86 (AX = 1: check the frame, AX = 2: set IOPL 0 in the saved EFLAGS)
 ; frame: [esp] EIP, +4 CS, +8 EFLAGS, +12 ESP, +16 SS, +20 ES, +24 DS, +28 FS, +32 GS
@@ -189,24 +177,7 @@ kernel:
     mov esp, KSTACK
     PRINT `v86: ring 0\n`
 
-    mov edi, IDT
-    xor eax, eax
-    mov ecx, 256 * 2
-    rep stosd
-    xor ebx, ebx
-.stubs:
-    mov eax, ebx
-    shl eax, 4
-    add eax, unexpected_stubs
-    lea edi, [IDT + ebx * 8]
-    mov word [edi], ax
-    mov word [edi + 2], KCODE
-    mov word [edi + 4], INT_GATE << 8
-    shr eax, 16
-    mov word [edi + 6], ax
-    inc ebx
-    cmp ebx, 32
-    jb .stubs
+    IDT_UNEXPECTED IDT
     SET_GATE IDT, 13, gp_handler, INT_GATE
     SET_GATE IDT, 0x30, int30, INT_GATE | 0x60      ; DPL 3
     lidt [idt_desc]
