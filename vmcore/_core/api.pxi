@@ -244,21 +244,10 @@ cdef class Engine:
 
     def cr_set(self, int n, uint32_t value):
         """Write CR0, CR2, CR3 or CR4 as MOV CRn would at CPL 0; ValueError if it would #GP."""
-        if n == 0:
-            if write_cr0(self.c, value):
-                raise ValueError(f"CR0 value {value:#x} is invalid (#GP)")
-        elif n == 2:
-            self.c.cr2 = value
-        elif n == 3:
-            self.c.cr3 = value & 0xFFFFF018U
-            tlb_flush_nonglobal(self.c)
-        elif n == 4:
-            if value & ~<uint32_t>(CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE):
-                raise ValueError(f"CR4 value {value:#x} sets bits this CPU does not have (#GP)")
-            self.c.cr4 = value
-            tlb_flush_all(self.c)
-        else:
+        if n not in (0, 2, 3, 4):
             raise ValueError(f"no CR{n}")
+        if write_cr(self.c, n, value):
+            raise ValueError(f"CR{n} value {value:#x} sets bits this CPU does not have or is invalid (#GP)")
 
     def raise_irq(self, int vector):
         """An external interrupt: delivered through the IDT (IVT) at the next instruction

@@ -353,3 +353,27 @@ cdef int fetch8(Cpu* c, uint32_t gla) noexcept nogil:
     if gpa >= c.ram_size:
         return 0xFF
     return c.ram[gpa]
+
+# Implicit supervisor accesses (SDM Vol. 3 §4.6): descriptor tables, the TSS, the IDT. They
+# are checked as CPL 0 accesses whatever the CPL, and never cached in the ring-3 TLB.
+
+cdef inline int sys_rd16(Cpu* c, uint32_t gla, uint32_t* v) noexcept nogil:
+    cdef int rc
+    c.sys_access += 1
+    rc = rd16(c, gla, v)
+    c.sys_access -= 1
+    return rc
+
+cdef inline int sys_rd32(Cpu* c, uint32_t gla, uint32_t* v) noexcept nogil:
+    cdef int rc
+    c.sys_access += 1
+    rc = rd32(c, gla, v)
+    c.sys_access -= 1
+    return rc
+
+cdef inline int sys_wr32(Cpu* c, uint32_t gla, uint32_t v) noexcept nogil:
+    cdef int rc
+    c.sys_access += 1
+    rc = wr32(c, gla, v)
+    c.sys_access -= 1
+    return rc

@@ -8,15 +8,11 @@ cdef int tss_stack(Cpu* c, uint32_t dpl, uint32_t* ss, uint32_t* esp) noexcept n
     if (c.tr.attr & 0x0F) == 0x0B or (c.tr.attr & 0x0F) == 0x09:
         if 8 * dpl + 11 > c.tr.limit:
             return fault_err(c, EXC_TS, c.tr.sel & 0xFFFC)
-        c.sys_access += 1
-        rc = rd32(c, c.tr.base + 4 + 8 * dpl, esp) or rd16(c, c.tr.base + 8 + 8 * dpl, ss)
-        c.sys_access -= 1
+        rc = sys_rd32(c, c.tr.base + 4 + 8 * dpl, esp) or sys_rd16(c, c.tr.base + 8 + 8 * dpl, ss)
     else:
         if 4 * dpl + 5 > c.tr.limit:
             return fault_err(c, EXC_TS, c.tr.sel & 0xFFFC)
-        c.sys_access += 1
-        rc = rd16(c, c.tr.base + 2 + 4 * dpl, esp) or rd16(c, c.tr.base + 4 + 4 * dpl, ss)
-        c.sys_access -= 1
+        rc = sys_rd16(c, c.tr.base + 2 + 4 * dpl, esp) or sys_rd16(c, c.tr.base + 4 + 4 * dpl, ss)
     return RC_FAULT if rc else 0
 
 cdef int check_stack_desc(Cpu* c, uint32_t sel, uint32_t cpl, uint32_t* lo, uint32_t* hi,
@@ -90,9 +86,7 @@ cdef int deliver_pm(Cpu* c, int vector, bint has_err, uint32_t err, bint soft) n
     saved_mask = c.ss_mask
     if <uint32_t>vector * 8 + 7 > c.idtr_limit:
         return fault_err(c, EXC_GP, idt_err)
-    c.sys_access += 1
-    rc = rd32(c, c.idtr_base + vector * 8, &glo) or rd32(c, c.idtr_base + vector * 8 + 4, &ghi)
-    c.sys_access -= 1
+    rc = sys_rd32(c, c.idtr_base + vector * 8, &glo) or sys_rd32(c, c.idtr_base + vector * 8 + 4, &ghi)
     if rc:
         return RC_FAULT
     typ = (ghi >> 8) & 0x1F

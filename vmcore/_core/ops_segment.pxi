@@ -29,9 +29,7 @@ cdef int read_descriptor(Cpu* c, uint32_t sel, uint32_t* lo, uint32_t* hi, uint3
     if (sel | 7) > limit:
         return fault_err(c, EXC_GP, sel & 0xFFFC)
     gla[0] = base + (sel & 0xFFF8)
-    c.sys_access += 1
-    rc = rd32(c, gla[0], lo) or rd32(c, gla[0] + 4, hi)
-    c.sys_access -= 1
+    rc = sys_rd32(c, gla[0], lo) or sys_rd32(c, gla[0] + 4, hi)
     return RC_FAULT if rc else 0
 
 cdef void seg_from_descriptor(Seg* s, uint32_t sel, uint32_t lo, uint32_t hi) noexcept nogil:
@@ -78,10 +76,7 @@ cdef int seg_load_pm(Cpu* c, int idx, uint32_t sel) noexcept nogil:
             return fault_err(c, EXC_NP, sel & 0xFFFC)
     if not (hi & 0x100):
         hi |= 0x100                     # accessed
-        c.sys_access += 1
-        typ = wr32(c, gla + 4, hi)
-        c.sys_access -= 1
-        if typ:
+        if sys_wr32(c, gla + 4, hi):
             return RC_FAULT
     seg_from_descriptor(s, sel, lo, hi)
     if idx == S_SS:

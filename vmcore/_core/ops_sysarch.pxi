@@ -74,6 +74,26 @@ cdef int write_cr0(Cpu* c, uint32_t v) noexcept nogil:
         tlb_flush_all(c)
     return 0
 
+cdef int write_cr(Cpu* c, uint32_t n, uint32_t v) noexcept nogil:
+    """CR0, CR2, CR3 or CR4 as MOV CRn writes it at CPL 0: RC_FAULT with #GP for bits
+    this CPU does not have. CR3 loads keep global translations (SDM Vol. 3 §4.10.4.1)."""
+    if n == 0:
+        return write_cr0(c, v)
+    if n == 2:
+        c.cr2 = v
+    elif n == 3:
+        c.cr3 = v & 0xFFFFF018U
+        tlb_flush_nonglobal(c)
+    else:
+        # implemented: TSD, DE, PSE, PGE; any other bit is reserved here (#GP)
+        if v & ~<uint32_t>(CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE):
+            return fault_err(c, EXC_GP, 0)
+        if (c.cr4 ^ v) & (CR4_PSE | CR4_PGE):
+            c.cr4 = v
+            tlb_flush_all(c)
+        c.cr4 = v
+    return 0
+
 cdef int h_LMSW(Cpu* c, Insn* i) noexcept nogil:
     """0F 01 /6: loads PE MP EM TS; can set PE but not clear it."""
     cdef uint32_t v, la = 0
@@ -106,23 +126,8 @@ cdef int h_MOV_CR(Cpu* c, Insn* i) noexcept nogil:
     if not i.op:
         c.regs[i.rm] = c.cr0 if n == 0 else (c.cr2 if n == 2 else (c.cr3 if n == 3 else c.cr4))
         return RC_NEXT
-    v = c.regs[i.rm]
-    if n == 0:
-        if write_cr0(c, v):
-            return RC_FAULT
-    elif n == 2:
-        c.cr2 = v
-    elif n == 3:
-        c.cr3 = v & 0xFFFFF018U
-        tlb_flush_nonglobal(c)
-    else:
-        # implemented: TSD, DE, PSE, PGE; any other bit is reserved here (#GP)
-        if v & ~<uint32_t>(CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE):
-            return fault_err(c, EXC_GP, 0)
-        if (c.cr4 ^ v) & (CR4_PSE | CR4_PGE):
-            c.cr4 = v
-            tlb_flush_all(c)
-        c.cr4 = v
+    if write_cr(c, n, c.regs[i.rm]):
+        return RC_FAULT
     c.eip = i.next_eip
     return RC_BRANCH
 
@@ -276,10 +281,7 @@ cdef int h_LLDT_LTR(Cpu* c, Insn* i) noexcept nogil:
         return fault_err(c, EXC_NP, sel & 0xFFFC)
     if i.op:
         hi |= 0x200                     # busy
-        c.sys_access += 1
-        typ = wr32(c, gla + 4, hi)
-        c.sys_access -= 1
-        if typ:
+        if sys_wr32(c, gla + 4, hi):
             return RC_FAULT
         seg_from_descriptor(&c.tr, sel, lo, hi)
     else:

@@ -4,24 +4,18 @@
 cdef int io_allowed(Cpu* c, uint32_t port, uint32_t size) noexcept nogil:
     """CPL <= IOPL, or every bit of the port's bytes clear in the TSS I/O permission
     bitmap (SDM Vol. 1 §19.5); otherwise #GP(0)."""
-    cdef uint32_t base, off, bits, la
+    cdef uint32_t base, off, bits
     if not c.pe or (c.cpl <= ((c.eflags >> 12) & 3) and not (c.eflags & FL_VM)):
         return 0
     if (c.tr.attr & 0x0F) != 0x0B or c.tr.limit < 0x67:
         return fault_err(c, EXC_GP, 0)      # no 32-bit TSS, so no bitmap
-    c.sys_access += 1
-    if rd16(c, c.tr.base + 0x66, &base):
-        c.sys_access -= 1
+    if sys_rd16(c, c.tr.base + 0x66, &base):
         return RC_FAULT
     off = base + (port >> 3)
     if off + 1 > c.tr.limit:
-        c.sys_access -= 1
         return fault_err(c, EXC_GP, 0)
-    la = c.tr.base + off
-    if rd16(c, la, &bits):
-        c.sys_access -= 1
+    if sys_rd16(c, c.tr.base + off, &bits):
         return RC_FAULT
-    c.sys_access -= 1
     if (bits >> (port & 7)) & ((1 << size) - 1):
         return fault_err(c, EXC_GP, 0)
     return 0

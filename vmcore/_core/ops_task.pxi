@@ -6,19 +6,11 @@ cdef enum:
     TS_CALL = 1         # CALL, INT n, exceptions, interrupts: nesting (NT, back link)
     TS_IRET = 2
 
-cdef int tss_rd(Cpu* c, uint32_t base, uint32_t off, uint32_t* v) noexcept nogil:
-    cdef int rc
-    c.sys_access += 1
-    rc = rd32(c, base + off, v)
-    c.sys_access -= 1
-    return rc
+cdef inline int tss_rd(Cpu* c, uint32_t base, uint32_t off, uint32_t* v) noexcept nogil:
+    return sys_rd32(c, base + off, v)
 
-cdef int tss_wr(Cpu* c, uint32_t base, uint32_t off, uint32_t v) noexcept nogil:
-    cdef int rc
-    c.sys_access += 1
-    rc = wr32(c, base + off, v)
-    c.sys_access -= 1
-    return rc
+cdef inline int tss_wr(Cpu* c, uint32_t base, uint32_t off, uint32_t v) noexcept nogil:
+    return sys_wr32(c, base + off, v)
 
 cdef int set_busy(Cpu* c, uint32_t sel, bint busy) noexcept nogil:
     cdef uint32_t gla = c.gdtr_base + (sel & 0xFFF8)
