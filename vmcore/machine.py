@@ -7,6 +7,7 @@ array (``Machine.memory``) that the engine uses in place.
 from __future__ import annotations
 
 import enum
+import os
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -20,18 +21,19 @@ from vmcore.devices import Cmos, PicPair, Pit8254, PortWindow, PostCode, SystemC
 from vmcore.devices.clock import Clock, make_clock
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
 from vmcore.loaders.flat import load_flat
+from vmcore.monitor.supervisor import Supervisor, monitor_stats
 from vmcore.loaders.multiboot import load_multiboot
 
-MODES = ("bare",)
+MODES = ("bare", "bt", "trap")     # ARCHITECTURE.md "Modes"
+DEFAULT_MODE = "bare"               # VMCORE_MODE in the environment overrides it
 CPU_MODELS = ("i686", "80386", "80286")   # what differs: vmcore/_core/api.pxi set_cpu_model
-PLANNED_MODES = ("bt", "trap")
 
 HOOK_IO_OUT = 1
 HOOK_IO_IN = 2
 
 # engine exit codes (vmcore/_core/defs.pxi)
 (_EXIT_HLT, _EXIT_IO, _EXIT_BUDGET, _EXIT_SHUTDOWN, _EXIT_UNTIL, _EXIT_INTERNAL, _EXIT_UNIMPLEMENTED,
- _EXIT_INTR) = range(1, 9)
+ _EXIT_INTR, _EXIT_TRANSLATE) = range(1, 10)
 
 # instructions per engine.run() call: bounds how late a timeout is noticed
 _SLICE = 1 << 22
@@ -115,10 +117,10 @@ class Machine:
     ``vmcore.devices.Clock`` (vmcore/devices/clock.py).
     """
 
-    def __init__(self, memory_mb: int = 64, mode: str = "bare", cpu: str = "i686", devices: bool = True,
+    def __init__(self, memory_mb: int = 64, mode: str | None = None, cpu: str = "i686", devices: bool = True,
                  clock: str | Clock = "virtual"):
-        if mode in PLANNED_MODES:
-            raise ConfigError(f"mode {mode!r} is not available yet (the monitor is not built); use 'bare'")
+        if mode is None:
+            mode = os.environ.get("VMCORE_MODE", DEFAULT_MODE)
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
         if not isinstance(memory_mb, int) or not 2 <= memory_mb <= 3072:
@@ -130,13 +132,16 @@ class Machine:
         self.memory = np.zeros(memory_mb << 20, dtype=np.uint8)
         self._engine = Engine(self.memory)
         self._engine.set_cpu_model(cpu)
+        self._engine.set_mode(mode)
+        self._supervisor = Supervisor(self._engine, self.memory) if mode == "bt" else None
         self._console = bytearray()
         self._hooks: list[_Hook] = []
         self._stop_requested = False
         self._debug_exit_status: int | None = None
         self._reset_requested = False
         self.rom = None
-        self._exits = {e: 0 for e in ("io", "hlt", "budget", "shutdown", "until", "unimplemented", "intr")}
+        self._exits = {e: 0 for e in ("io", "hlt", "budget", "shutdown", "until", "unimplemented", "intr",
+                                       "translate")}
         # the interrupt controller: an object with acknowledge() -> vector, which lowers or
         # keeps the INTR line through set_intr(); None until one is attached
         self.interrupt_controller = None
@@ -404,6 +409,9 @@ class Machine:
                 elif code == _EXIT_UNIMPLEMENTED:
                     self._exits["unimplemented"] += 1
                     exit_kind, reason = Exit.UNIMPLEMENTED, self._unimplemented_reason()
+                elif code == _EXIT_TRANSLATE:
+                    self._exits["translate"] += 1
+                    self._supervisor.translate_miss()
                 elif code == _EXIT_BUDGET:
                     self._exits["budget"] += 1
                 elif code == _EXIT_INTR:
@@ -521,4 +529,6 @@ class Machine:
         s = self._engine.stats()
         s.update({f"exits_{k}": v for k, v in self._exits.items()})
         s.update({f"bus_{k}": v for k, v in self.bus.stats.items()})
+        if self.mode != "bare":
+            s.update(monitor_stats(self._engine, self._supervisor))
         return s

@@ -85,6 +85,14 @@ cdef struct Block:
     uint32_t succ_epoch # cpu.epoch when the successors were linked
     uint32_t mode_change    # ends in an instruction that may change the decode mode
 
+# One shadow page table (shadow.pxi): the composed gla -> gpa translations of one guest
+# page directory, filled on hidden faults and kept coherent by tracing guest PT writes.
+cdef struct ShadowRoot:
+    uint32_t guest_pd_page  # gpa >> 12 of the guest page directory, SHADOW_FREE if unused
+    uint32_t stamp          # last use, for replacement
+    uint32_t pde_src[1024]  # per 4 MiB: gpa page of the guest page table behind it, or SRC_*
+    uint32_t* spt[1024]     # per 4 MiB: 1024 shadow PTEs (gpa frame | SP_* bits), or NULL
+
 cdef struct Cpu:
     uint32_t regs[9]
     uint32_t eip
@@ -192,3 +200,32 @@ cdef struct Cpu:
     Insn* insn_pool
     uint32_t ninsns
     Block** htab
+    # the monitor (monitor.pxi, shadow.pxi); all zero in the bare mode
+    uint32_t mon            # MON_BARE, MON_BT or MON_TRAP
+    uint32_t vctx           # the state is the virtual CPU's (an emulation or a reflection runs)
+    uint32_t vring0         # real CPL 1 holds the guest's (virtual) CPL 0
+    uint32_t flags_split    # protected mode: the virtual EFLAGS.IF and IOPL are in vflags
+    uint32_t vflags
+    uint32_t desc_adj       # DPL bits read_descriptor added when compressing a descriptor
+    uint8_t** xlat          # bt, per gpa page: a scanner action per code byte (ACT_*), or NULL
+    handler_t* callout_fn   # per insn_pool slot: the handler a callout runs in the virtual context
+    uint8_t* callout_kind
+    uint32_t xlat_miss_gla
+    uint32_t xlat_miss_gpa
+    uint8_t* traced         # per gpa page: a guest page-table page, written only through mem_slow
+    uint16_t* pt_users      # per gpa page: shadow PDEs built from it (as a page table)
+    ShadowRoot* roots       # NROOTS of them
+    ShadowRoot* shadow_cur  # the shadow of the current guest CR3 (NULL: look it up)
+    uint32_t shadow_clock
+    uint64_t n_translations
+    uint64_t n_xlat_invalidated
+    uint64_t n_callouts[32]
+    uint64_t n_traps[32]
+    uint64_t n_reflections
+    uint64_t n_hidden_faults
+    uint64_t n_true_faults
+    uint64_t n_traced_writes
+    uint64_t n_shadow_fills
+    uint64_t n_shadows_created
+    uint64_t n_shadows_reused
+    uint64_t n_shadows_dropped

@@ -6,8 +6,9 @@ from libc.stdlib cimport calloc, free
 EXIT_NAMES = {
     EXIT_NONE: "none", EXIT_HLT: "hlt", EXIT_IO: "io", EXIT_BUDGET: "budget",
     EXIT_SHUTDOWN: "shutdown", EXIT_UNTIL: "until", EXIT_INTERNAL: "internal",
-    EXIT_UNIMPLEMENTED: "unimplemented", EXIT_INTR: "intr",
+    EXIT_UNIMPLEMENTED: "unimplemented", EXIT_INTR: "intr", EXIT_TRANSLATE: "translate",
 }
+MODE_NUMBERS = {"bare": MON_BARE, "bt": MON_BT, "trap": MON_TRAP}
 
 REG_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
@@ -47,7 +48,10 @@ cdef class Engine:
         self.c.blocks = <Block*>calloc(BLOCK_ARENA, sizeof(Block))
         self.c.insn_pool = <Insn*>calloc(INSN_ARENA, sizeof(Insn))
         self.c.htab = <Block**>calloc(HASH_SIZE, sizeof(Block*))
-        if not (self.c.code_map and self.c.blocks and self.c.insn_pool and self.c.htab):
+        self.c.traced = <uint8_t*>calloc(self.c.ram_pages, 1)
+        self.c.pt_users = <uint16_t*>calloc(self.c.ram_pages, sizeof(uint16_t))
+        if not (self.c.code_map and self.c.blocks and self.c.insn_pool and self.c.htab and self.c.traced
+                and self.c.pt_users):
             raise MemoryError("block cache")
         self.c.a20_mask = 0xFFFFFFFFU       # A20 open, as QEMU's PC starts
         tlb_flush_all(self.c)
@@ -134,6 +138,15 @@ cdef class Engine:
 
     def __dealloc__(self):
         if self.c != NULL:
+            if self.c.roots != NULL:
+                shadow_flush_all(self.c)
+                free(self.c.roots)
+            xlat_drop_all(self.c)
+            free(self.c.xlat)
+            free(self.c.callout_fn)
+            free(self.c.callout_kind)
+            free(self.c.traced)
+            free(self.c.pt_users)
             free(self.c.code_map)
             free(self.c.blocks)
             free(self.c.insn_pool)
@@ -168,8 +181,85 @@ cdef class Engine:
         """Run at most ``budget`` instructions; returns the exit reason (int)."""
         cdef int reason
         with nogil:
+            if self.c.mon:
+                to_real(self.c)         # outside run() the state is the virtual CPU's
             reason = run_loop(self.c, budget)
+            if self.c.mon:
+                to_virtual(self.c)
         return reason
+
+    # the monitor
+    def set_mode(self, str mode):
+        """bare, bt or trap (ARCHITECTURE.md "Modes"); decoded code and translations are dropped."""
+        cdef Cpu* c = self.c
+        cdef int k
+        if mode not in MODE_NUMBERS:
+            raise ValueError(f"unknown mode {mode!r}")
+        if MODE_NUMBERS[mode] != MON_BARE and c.roots == NULL:
+            c.roots = <ShadowRoot*>calloc(NROOTS, sizeof(ShadowRoot))
+            c.xlat = <uint8_t**>calloc(c.ram_pages, sizeof(uint8_t*))
+            c.callout_fn = <handler_t*>calloc(INSN_ARENA, sizeof(handler_t))
+            c.callout_kind = <uint8_t*>calloc(INSN_ARENA, 1)
+            if not (c.roots and c.xlat and c.callout_fn and c.callout_kind):
+                raise MemoryError("monitor state")
+            for k in range(NROOTS):
+                shadow_init_root(&c.roots[k])
+        if c.roots != NULL:
+            shadow_flush_all(c)
+        c.mon = MODE_NUMBERS[mode]
+        c.vctx = 1 if c.mon else 0
+        cache_flush(c)
+        tlb_flush_all(c)
+
+    property mode:
+        def __get__(self):
+            return {v: k for k, v in MODE_NUMBERS.items()}[self.c.mon]
+
+    property xlat_miss:
+        """(gla, gpa) of the guest-kernel instruction an EXIT_TRANSLATE asks the scanner for."""
+        def __get__(self):
+            return self.c.xlat_miss_gla, self.c.xlat_miss_gpa
+
+    def xlat_install(self, uint32_t gpa, int action, uint32_t length):
+        """The scanner's action (ACT_* code) for the instruction at gpa."""
+        if self.c.xlat == NULL:
+            raise ValueError("translations exist only in the bt mode")
+        return xlat_set(self.c, gpa, action, length) == 0
+
+    def xlat_page_present(self, uint32_t gpa_page):
+        """Whether the engine holds translations for gpa_page (none since its last write)."""
+        return self.c.xlat != NULL and gpa_page < self.c.ram_pages and self.c.xlat[gpa_page] != NULL
+
+    def code_gpa_of(self, uint32_t gla):
+        """gla -> gpa for an instruction fetch, without side effects; None if it does not translate."""
+        cdef uint32_t gpa
+        cdef uint32_t saved_cr2 = self.c.cr2
+        cdef uint64_t saved_faults = self.c.n_page_faults
+        cdef int rc = translate(self.c, gla, &gpa)
+        self.c.cr2 = saved_cr2
+        self.c.n_page_faults = saved_faults
+        return None if rc else gpa
+
+    property code32:
+        def __get__(self):
+            return self.c.code32
+
+    def monitor_stats(self):
+        """The monitor's counters; callouts and traps by kind number."""
+        cdef Cpu* c = self.c
+        return {
+            "translations_invalidated": c.n_xlat_invalidated,
+            "callouts_by_kind": [c.n_callouts[k] for k in range(N_CALLOUT_KINDS)],
+            "traps_by_kind": [c.n_traps[k] for k in range(32)],
+            "reflections": c.n_reflections,
+            "hidden_faults": c.n_hidden_faults,
+            "true_faults": c.n_true_faults,
+            "traced_writes": c.n_traced_writes,
+            "shadow_fills": c.n_shadow_fills,
+            "shadows_created": c.n_shadows_created,
+            "shadows_reused": c.n_shadows_reused,
+            "shadows_dropped": c.n_shadows_dropped,
+        }
 
     # registers
     def reg_get(self, int index):
@@ -275,6 +365,8 @@ cdef class Engine:
         self.c.exc_soft = 0
         self.c.n_irqs += 1
         self.c.exit_reason = EXIT_NONE
+        if self.c.mon:
+            self.c.n_reflections += 1     # the state is virtual here: reflected as it is
         return deliver_exception(self.c) == 0
 
     property shutdown_pending:
@@ -358,8 +450,12 @@ cdef class Engine:
         invalidate_gpa_range(self.c, gpa, size)
 
     def flush(self):
+        """Forget decoded code, translations, the TLB and the shadow page tables: after the
+        host changed guest memory without telling (notify_host_write)."""
         cache_flush(self.c)
         tlb_flush_all(self.c)
+        if self.c.roots != NULL:
+            shadow_flush_all(self.c)
 
     def stats(self):
         cdef Cpu* c = self.c

@@ -14,7 +14,8 @@ cdef inline uint32_t mode_key(Cpu* c) noexcept nogil:
     """What decoding depends on besides the bytes: code and stack size, protection."""
     return (c.code32 | (c.ss32 << 1) | (c.pe << 2) | (((c.eflags >> 17) & 1) << 3) | (c.eflags & FL_TF)
             | (c.seg[0].flat << 16) | (c.seg[1].flat << 17) | (c.seg[2].flat << 18)
-            | (c.seg[3].flat << 19) | (c.seg[4].flat << 20) | (c.seg[5].flat << 21))
+            | (c.seg[3].flat << 19) | (c.seg[4].flat << 20) | (c.seg[5].flat << 21)
+            | (c.vring0 << 22))     # under the monitor: guest-kernel code (bt: translated)
 
 cdef void cache_flush(Cpu* c) noexcept nogil:
     """Forget every block (arena full, or a global change such as a mode switch)."""
@@ -27,6 +28,7 @@ cdef void cache_flush(Cpu* c) noexcept nogil:
     c.ninsns = 0
     c.cur_block = NULL
     c.n_cache_flushes += 1
+    xlat_drop_all(c)        # the code map no longer guards them
 
 cdef void unhash(Cpu* c, Block* b) noexcept nogil:
     cdef Block** link = &c.htab[hash_eip(b.eip)]
@@ -49,6 +51,7 @@ cdef void invalidate_code(Cpu* c, uint32_t gpa_page) noexcept nogil:
     cdef uint32_t k
     cdef Block* b
     c.code_map[gpa_page] = 0
+    xlat_drop_page(c, gpa_page)
     for k in range(c.nblocks):
         b = &c.blocks[k]
         if b.valid and (b.page0 == gpa_page or b.page1 == gpa_page):
@@ -64,6 +67,8 @@ cdef void invalidate_gpa_range(Cpu* c, uint32_t gpa, uint32_t size) noexcept nog
     while page <= (gpa + size - 1) >> 12 and page < c.ram_pages:
         if c.code_map[page]:
             invalidate_code(c, page)
+        if c.traced[page]:
+            shadow_flush_all(c)
         page += 1
 
 cdef void mark_code(Cpu* c, uint32_t gla_start, uint32_t gla_end) noexcept nogil:
@@ -107,12 +112,17 @@ cdef inline int code_gpa(Cpu* c, uint32_t gla, uint32_t* gpa) noexcept nogil:
 cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) noexcept nogil:
     """Decode from eip until a block-ending instruction, max_insns, the end of
     the page, or the `until` address. cache=False decodes into a scratch block
-    that is not entered in the hash (single steps at the end of a budget)."""
+    that is not entered in the hash (single steps at the end of a budget).
+    bt, guest-kernel code: each instruction takes the scanner's action, a callout
+    replacing its handler; NULL if the first one is not scanned (xlat_miss_*)."""
     cdef Block* b
     cdef Insn* insns
     cdef uint32_t n = 0, cur = eip, gpa
     cdef uint32_t cs_base = c.seg[S_CS].base
     cdef bint ends
+    cdef bint xl = c.mon == MON_BT and c.vring0
+    cdef int act = ACT_IDENT
+    cdef size_t slot
     if c.eflags & FL_TF:
         max_insns = 1
     if c.nblocks + 1 >= BLOCK_ARENA or c.ninsns + MAX_BLOCK_INSNS + 4 > INSN_ARENA:
@@ -125,7 +135,21 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
         b = &c.blocks[BLOCK_ARENA - 1]
         insns = &c.insn_pool[INSN_ARENA - 2]
     while True:
+        if xl:
+            gpa = 0xFFFFFFFFU
+            act = xlat_action(c, cs_base + cur, &gpa)
+            if act == ACT_NONE:
+                if n == 0:
+                    c.xlat_miss_gla = cs_base + cur
+                    c.xlat_miss_gpa = gpa
+                    return NULL
+                break               # the next block starts with the unscanned instruction
         ends = decode_insn(c, cs_base, cur, &insns[n])
+        if act >= ACT_CALLOUT:
+            slot = &insns[n] - c.insn_pool
+            c.callout_fn[slot] = insns[n].fn
+            c.callout_kind[slot] = <uint8_t>(act - ACT_CALLOUT)
+            insns[n].fn = h_CALLOUT
         cur = insns[n].next_eip
         n += 1
         if ends or n >= max_insns:
@@ -203,12 +227,12 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             if c.until_active and c.eip == c.until_eip:
                 c.exit_reason = EXIT_UNTIL
                 break
-            if c.intr_line and (c.eflags & FL_IF) and not c.int_shadow and not c.irq_pending:
+            if c.intr_line and guest_if(c) and not c.int_shadow and not c.irq_pending:
                 # INTR is up and interrupts can be taken here: the monitor acknowledges the
                 # controller (INTA) and injects the vector it names (inject_interrupt)
                 c.exit_reason = EXIT_INTR
                 break
-            if c.irq_pending and (c.eflags & FL_IF) and not c.int_shadow:
+            if c.irq_pending and guest_if(c) and not c.int_shadow:
                 # an external interrupt at this instruction boundary (SDM Vol. 3 §6.8.1)
                 c.irq_pending = 0
                 update_attention(c)
@@ -218,11 +242,11 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                 c.exc_soft = 0
                 prev = NULL
                 stop_at -= 1 if stop_at else 0       # a delivery uses budget too: a guest faulting forever still ends
-                if deliver_exception(c):
+                if deliver(c):
                     break
                 continue
             # under an STI / MOV SS shadow with an interrupt waiting: one instruction
-            step_one = c.int_shadow and (c.irq_pending or c.intr_line) and (c.eflags & FL_IF) != 0
+            step_one = c.int_shadow and (c.irq_pending or c.intr_line) and guest_if(c)
             c.int_shadow = 0
             update_attention(c)
         blk = NULL
@@ -238,7 +262,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                 # the instruction's page does not translate: #PF before it runs
                 prev = NULL
                 stop_at -= 1 if stop_at else 0
-                if deliver_exception(c):
+                if deliver(c):
                     break
                 continue
             blk = lookup(c, c.eip, gpa)
@@ -247,6 +271,9 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                 blk = decode_block(c, c.eip, MAX_BLOCK_INSNS, True)
                 if flushes != c.n_cache_flushes:
                     prev = NULL
+                if blk == NULL:
+                    c.exit_reason = EXIT_TRANSLATE
+                    break
             if prev != NULL and prev.valid:
                 if prev.succ_epoch != c.epoch:
                     prev.succ[0] = NULL
@@ -262,6 +289,9 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             blk = decode_block(c, c.eip, 1, False)
             if flushes != c.n_cache_flushes:
                 prev = NULL
+            if blk == NULL:
+                c.exit_reason = EXIT_TRANSLATE
+                break
         c.cur_block = blk
         i = blk.insns
         while True:
@@ -276,6 +306,8 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                 continue
             # after a possible mode change, the successor is found by a full lookup
             prev = NULL
+            if c.mon:
+                mon_resync(c)
             if blk.mode_change & 2:
                 # TF was set when the instruction began: a single-step trap after it (SDM Vol. 3 §17.3.1.4)
                 c.dr[6] |= 0x4000
@@ -284,7 +316,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                 c.exc_soft = 0
                 prev = NULL
                 stop_at -= 1 if stop_at else 0
-                if deliver_exception(c):
+                if deliver(c):
                     break
             continue
         prev = NULL
@@ -298,8 +330,24 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                 c.eip = i.next_eip
             else:
                 c.eip = i.next_eip - i.len
+                if c.mon and c.exc_vector == EXC_GP and i.fn != h_CALLOUT:
+                    # the monitor: a #GP of the deprivileged guest; emulate at the virtual privilege
+                    rc = mon_trap(c, i)
+                    if rc != RC_FAULT:
+                        if rc == RC_NEXT:
+                            c.icount += 1
+                            c.eip = i.next_eip
+                        elif rc == RC_BRANCH:
+                            c.icount += 1
+                        elif rc == RC_EXIT:
+                            c.icount += 1
+                            c.eip = i.next_eip
+                            break
+                        elif rc == RC_EXIT_BEFORE:
+                            break
+                        continue
             stop_at -= 1 if stop_at else 0       # a delivery uses budget too: a guest faulting forever still ends
-            if deliver_exception(c):
+            if deliver(c):
                 break
         elif rc == RC_EXIT:
             c.icount += 1

@@ -151,7 +151,10 @@ cdef int page_walk(Cpu* c, uint32_t gla, int is_write, uint32_t* gpa, uint32_t* 
 cdef inline int translate_full(Cpu* c, uint32_t gla, int is_write, uint32_t* gpa, uint32_t* writable,
                                uint32_t* is_global) noexcept nogil:
     if c.cr0 & CR0_PG:
-        if page_walk(c, gla, is_write, gpa, writable, is_global):
+        if c.mon:
+            if shadow_translate(c, gla, is_write, gpa, writable, is_global):
+                return RC_FAULT
+        elif page_walk(c, gla, is_write, gpa, writable, is_global):
             return RC_FAULT
         gpa[0] &= c.a20_mask
         return 0
@@ -225,7 +228,7 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
         if c.code_map[page]:
             if c.code_map[page] & chunk_bits(off, size):
                 invalidate_code(c, page)
-        if c.code_map[page] == 0 and writable:
+        if c.code_map[page] == 0 and writable and not c.traced[page]:
             e.tag_w = gla & 0xFFFFF000U
         if size == 1:
             hva[0] = <uint8_t>val[0]
@@ -233,6 +236,8 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
             memcpy(hva, val, 2)
         else:
             memcpy(hva, val, 4)
+        if c.traced[page]:
+            shadow_trace_write(c, gpa, size)     # a guest page-table write (shadow.pxi)
     else:
         v = 0
         memcpy(&v, hva, size)

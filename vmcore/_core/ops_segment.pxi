@@ -30,7 +30,10 @@ cdef int read_descriptor(Cpu* c, uint32_t sel, uint32_t* lo, uint32_t* hi, uint3
         return fault_err(c, EXC_GP, sel & 0xFFFC)
     gla[0] = base + (sel & 0xFFF8)
     rc = sys_rd32(c, gla[0], lo) or sys_rd32(c, gla[0] + 4, hi)
-    return RC_FAULT if rc else 0
+    if rc:
+        return RC_FAULT
+    compress_descriptor(c, hi)
+    return 0
 
 cdef void seg_from_descriptor(Seg* s, uint32_t sel, uint32_t lo, uint32_t hi) noexcept nogil:
     s.sel = <uint16_t>sel
@@ -75,8 +78,8 @@ cdef int seg_load_pm(Cpu* c, int idx, uint32_t sel) noexcept nogil:
         if not (hi & 0x8000):
             return fault_err(c, EXC_NP, sel & 0xFFFC)
     if not (hi & 0x100):
-        hi |= 0x100                     # accessed
-        if sys_wr32(c, gla + 4, hi):
+        hi |= 0x100                     # accessed (in the guest's descriptor, uncompressed)
+        if sys_wr32(c, gla + 4, hi & ~c.desc_adj):
             return RC_FAULT
     seg_from_descriptor(s, sel, lo, hi)
     if idx == S_SS:

@@ -19,6 +19,10 @@ cdef int h_SxDT(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t la, la2
     cdef uint32_t base = c.idtr_base if i.op else c.gdtr_base
     cdef uint32_t limit = c.idtr_limit if i.op else c.gdtr_limit
+    if c.flags_split:
+        # guest code running as it is under the monitor reads the real registers
+        base = MON_IDT_LA if i.op else MON_GDT_LA
+        limit = 0x7FF if i.op else limit
     if seg_off_w(c, i.seg, ea, 1, &la) or seg_off_w(c, i.seg, ea + 2, 2, &la2):
         return RC_FAULT
     if i.flags & IF_O16:
@@ -50,11 +54,14 @@ cdef int h_LxDT(Cpu* c, Insn* i) noexcept nogil:
 cdef int h_SMSW(Cpu* c, Insn* i) noexcept nogil:
     """0F 01 /4: CR0 bits 0-15 (a 32-bit register gets all of CR0)."""
     cdef uint32_t la
+    cdef uint32_t cr0 = c.cr0
+    if c.flags_split:
+        cr0 |= CR0_PE | CR0_ET | CR0_NE | CR0_WP | CR0_PG     # the monitor's real CR0
     if i.flags & IF_MEM:
         if seg_addr_w(c, i, 1, &la):
             return RC_FAULT
-        return wr16(c, la, c.cr0 & 0xFFFF)
-    setr_sz(c, i.rm, opsz(i), c.cr0 if opsz(i) == 2 else c.cr0 & 0xFFFF)
+        return wr16(c, la, cr0 & 0xFFFF)
+    setr_sz(c, i.rm, opsz(i), cr0 if opsz(i) == 2 else cr0 & 0xFFFF)
     return RC_NEXT
 
 cdef int write_cr0(Cpu* c, uint32_t v) noexcept nogil:
@@ -83,6 +90,7 @@ cdef int write_cr(Cpu* c, uint32_t n, uint32_t v) noexcept nogil:
         c.cr2 = v
     elif n == 3:
         c.cr3 = v & 0xFFFFF018U
+        c.shadow_cur = NULL             # the monitor: the shadow of the new page directory
         tlb_flush_nonglobal(c)
     else:
         # implemented: TSD, DE, PSE, PGE; any other bit is reserved here (#GP)
@@ -91,6 +99,8 @@ cdef int write_cr(Cpu* c, uint32_t n, uint32_t v) noexcept nogil:
         if (c.cr4 ^ v) & (CR4_PSE | CR4_PGE):
             c.cr4 = v
             tlb_flush_all(c)
+            if c.mon:
+                shadow_flush_all(c)     # shadow entries were composed under the old rules
         c.cr4 = v
     return 0
 
@@ -111,6 +121,8 @@ cdef int h_INVLPG(Cpu* c, Insn* i) noexcept nogil:
     """0F 01 /7: forget the translation of the page holding m."""
     if need_cpl0(c):
         return RC_FAULT
+    if c.mon:
+        shadow_invlpg(c, c.seg[i.seg].base + ea_of(c, i))
     tlb_flush_page(c, c.seg[i.seg].base + ea_of(c, i))
     c.eip = i.next_eip
     return RC_BRANCH
@@ -217,6 +229,13 @@ cdef void seg_flat(Cpu* c, int idx, uint32_t sel, uint32_t attr) noexcept nogil:
 
 cdef int h_SYSENTER(Cpu* c, Insn* i) noexcept nogil:
     """0F 34: to CPL 0 at SYSENTER_EIP with SYSENTER_ESP, flat CS = SYSENTER_CS, SS = CS + 8."""
+    cdef int rc
+    if c.mon and not c.vctx:
+        # the real SYSENTER MSRs are the monitor's: it enters the guest kernel itself
+        to_virtual(c)
+        rc = h_SYSENTER(c, i)
+        to_real(c)
+        return rc
     if not c.pe or (c.msr_sysenter_cs & 0xFFFC) == 0:
         return fault_err(c, EXC_GP, 0)
     c.eflags &= ~<uint32_t>(FL_VM | FL_IF | FL_RF)

@@ -1,0 +1,302 @@
+# The monitor's part inside the engine (bt and trap modes; ARCHITECTURE.md "Modes",
+# "Monitor rules"): deprivileging, the virtual context, callouts, trap-and-emulate,
+# reflection, and the scanner's translations.
+#
+# Real and virtual state. Outside run() (and inside an emulation or a reflection, the
+# "virtual context") the Cpu holds the virtual CPU: what the guest set and may see.
+# While guest code runs it holds the real state the monitor gives the hardware:
+#   - the guest kernel (virtual CPL 0, protected mode) runs at real CPL 1, with RPL 1
+#     in CS and SS;
+#   - there, real EFLAGS.IOPL = 0 and IF = 1: the virtual IF and IOPL are kept in
+#     vflags, so CLI/STI/IN/OUT fault into the monitor and the monitor, not the guest,
+#     decides when interrupts are taken; code at virtual CPL 3 (user, virtual-8086)
+#     runs at its own privilege with its own IF and IOPL, which the hardware judges
+#     exactly as it judges them for the guest (interrupts are gated on guest_if either
+#     way: the host's own interrupts never pass through this IF);
+#   - descriptors with DPL 0 read as DPL 1 (ring compression: read_descriptor plays the
+#     shadow GDT/LDT, holding the guest's descriptors at the same indices);
+#   - the MMU translates through shadow page tables (shadow.pxi);
+#   - every exception and interrupt goes to the monitor (the real IDT is the monitor's),
+#     which reflects it through the guest's IDT in the virtual context.
+# Real mode has no privilege to take away: it runs on the virtual CPU as it is.
+#
+# The monitor emulates an instruction by running the engine's own handler for it in
+# the virtual context: at the virtual CPL, with the virtual IF/IOPL and the guest's
+# descriptors uncompressed. A trap is a #GP raised at the real privilege that the
+# emulation then completes (or turns into the guest's own fault); a callout (bt) is
+# the same emulation reached without the fault, for the instructions that do not
+# fault at CPL 1 but would read or do the wrong thing there.
+
+cdef enum:
+    MON_BARE = 0
+    MON_BT = 1
+    MON_TRAP = 2
+    # scanner actions per code byte (vmcore.monitor.sensitive; 0: not scanned)
+    ACT_NONE = 0
+    ACT_IDENT = 1
+    ACT_TRAP = 2
+    ACT_CALLOUT = 3         # + callout kind number
+    N_CALLOUT_KINDS = 32
+    # where the monitor's own tables are in the real linear space (the top 4 MiB, as in
+    # VMware's monitor): what SGDT/SIDT show to code that runs without translation
+    MON_GDT_LA = 0xFFC00000U
+    MON_IDT_LA = 0xFFC10000U
+
+# trap kinds, by the faulting instruction's opcode (vmcore.monitor TRAP_KINDS mirrors this)
+cdef enum:
+    TK_OTHER = 0
+    TK_HLT = 1
+    TK_LGDT = 2
+    TK_LIDT = 3
+    TK_LLDT = 4
+    TK_LTR = 5
+    TK_LMSW = 6
+    TK_CLTS = 7
+    TK_MOV_TO_CR = 8
+    TK_MOV_FROM_CR = 9
+    TK_MOV_DR = 10
+    TK_WBINVD = 11
+    TK_INVLPG = 12
+    TK_RDMSR = 13
+    TK_WRMSR = 14
+    TK_IN = 15
+    TK_OUT = 16
+    TK_INS = 17
+    TK_OUTS = 18
+    TK_CLI = 19
+    TK_STI = 20
+    TK_IRET = 21
+    TK_FAR_RET = 22
+    TK_FAR_JMP = 23
+    TK_FAR_CALL = 24
+    TK_MOV_TO_SREG = 25
+    TK_POP_SREG = 26
+    TK_LOAD_FAR_POINTER = 27
+    TK_POPF = 28
+    TK_SYSEXIT = 29
+    TK_RDTSC = 30
+    TK_INT = 31
+
+cdef inline void to_real(Cpu* c) noexcept nogil:
+    """Virtual CPU -> the state guest code runs in (see the top of this file)."""
+    c.vctx = 0
+    c.vring0 = 0
+    c.flags_split = 0
+    if c.pe and c.cpl == 0 and not (c.eflags & FL_VM):
+        c.vring0 = 1
+        c.flags_split = 1
+        c.vflags = c.eflags & (FL_IF | FL_IOPL)
+        c.eflags = (c.eflags & ~<uint32_t>FL_IOPL) | FL_IF
+        c.cpl = 1                           # still a supervisor: the same TLB
+        c.seg[S_CS].sel = (c.seg[S_CS].sel & 0xFFFC) | 1
+        if (c.seg[S_SS].sel & 3) == 0:
+            c.seg[S_SS].sel |= 1
+
+cdef inline void to_virtual(Cpu* c) noexcept nogil:
+    c.vctx = 1
+    if c.flags_split:
+        c.eflags = (c.eflags & ~<uint32_t>(FL_IF | FL_IOPL)) | c.vflags
+        c.flags_split = 0
+    if c.vring0 and c.cpl == 1:
+        c.cpl = 0
+        c.seg[S_CS].sel &= 0xFFFC
+        if (c.seg[S_SS].sel & 3) == 1:
+            c.seg[S_SS].sel &= 0xFFFC
+    c.vring0 = 0
+
+cdef inline bint guest_if(Cpu* c) noexcept nogil:
+    """The IF that decides whether the guest takes an interrupt: the virtual one."""
+    return ((c.vflags if c.flags_split else c.eflags) & FL_IF) != 0
+
+cdef inline void compress_descriptor(Cpu* c, uint32_t* hi) noexcept nogil:
+    """The shadow GDT/LDT: a code or data descriptor of DPL 0 reads as DPL 1 while the
+    virtual CPL 0 runs at real CPL 1 (c.desc_adj keeps what was added, for write-backs)."""
+    c.desc_adj = 0
+    if c.vring0 and (hi[0] & 0x1000) and (hi[0] & 0x6000) == 0:
+        c.desc_adj = 0x2000
+        hi[0] |= 0x2000
+
+cdef int h_CALLOUT(Cpu* c, Insn* i) noexcept nogil:
+    """bt: a sensitive instruction of guest-kernel code, run by the monitor in the
+    virtual context instead of as it is (the handler it replaces is in callout_fn)."""
+    cdef size_t slot = i - c.insn_pool
+    cdef int rc
+    c.n_callouts[c.callout_kind[slot]] += 1
+    to_virtual(c)
+    rc = c.callout_fn[slot](c, i)
+    to_real(c)
+    return rc
+
+cdef int trap_kind(Cpu* c) noexcept nogil:
+    """What the instruction at CS:EIP is, for the trap counters (prefixes skipped)."""
+    cdef uint32_t gla = c.seg[S_CS].base + c.eip
+    cdef int b = -1, b2, reg, k
+    for k in range(15):
+        b = fetch8(c, gla + k)
+        if b not in (0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3):
+            break
+    if b < 0:
+        return TK_OTHER
+    gla += k
+    if b == 0x0F:
+        b2 = fetch8(c, gla + 1)
+        reg = (fetch8(c, gla + 2) >> 3) & 7
+        if b2 == 0x00:
+            return TK_LLDT if reg == 2 else (TK_LTR if reg == 3 else TK_OTHER)
+        if b2 == 0x01:
+            if reg == 2:
+                return TK_LGDT
+            if reg == 3:
+                return TK_LIDT
+            if reg == 6:
+                return TK_LMSW
+            return TK_INVLPG if reg == 7 else TK_OTHER
+        if b2 == 0x06:
+            return TK_CLTS
+        if b2 == 0x08 or b2 == 0x09:
+            return TK_WBINVD
+        if b2 == 0x20:
+            return TK_MOV_FROM_CR
+        if b2 == 0x22:
+            return TK_MOV_TO_CR
+        if b2 == 0x21 or b2 == 0x23:
+            return TK_MOV_DR
+        if b2 == 0x30:
+            return TK_WRMSR
+        if b2 == 0x32:
+            return TK_RDMSR
+        if b2 == 0x31 or b2 == 0x33:
+            return TK_RDTSC
+        if b2 == 0x35:
+            return TK_SYSEXIT
+        if b2 == 0xA1 or b2 == 0xA9:
+            return TK_POP_SREG
+        if b2 == 0xB2 or b2 == 0xB4 or b2 == 0xB5:
+            return TK_LOAD_FAR_POINTER
+        return TK_OTHER
+    if b == 0xF4:
+        return TK_HLT
+    if b == 0xFA:
+        return TK_CLI
+    if b == 0xFB:
+        return TK_STI
+    if b == 0xCF:
+        return TK_IRET
+    if b == 0xCA or b == 0xCB:
+        return TK_FAR_RET
+    if b == 0xEA:
+        return TK_FAR_JMP
+    if b == 0x9A:
+        return TK_FAR_CALL
+    if b == 0x8E:
+        return TK_MOV_TO_SREG
+    if b == 0x07 or b == 0x17 or b == 0x1F:
+        return TK_POP_SREG
+    if b == 0xC4 or b == 0xC5:
+        return TK_LOAD_FAR_POINTER
+    if b == 0x9D:
+        return TK_POPF
+    if b == 0xE4 or b == 0xE5 or b == 0xEC or b == 0xED:
+        return TK_IN
+    if b == 0xE6 or b == 0xE7 or b == 0xEE or b == 0xEF:
+        return TK_OUT
+    if b == 0x6C or b == 0x6D:
+        return TK_INS
+    if b == 0x6E or b == 0x6F:
+        return TK_OUTS
+    if b == 0xCC or b == 0xCD or b == 0xCE:
+        return TK_INT
+    if b == 0xFF:
+        reg = (fetch8(c, gla + 1) >> 3) & 7
+        return TK_FAR_CALL if reg == 3 else (TK_FAR_JMP if reg == 5 else TK_OTHER)
+    return TK_OTHER
+
+cdef int mon_trap(Cpu* c, Insn* i) noexcept nogil:
+    """A #GP at the real privilege (eip at the instruction): emulate the instruction at
+    the virtual one. RC_FAULT means the guest itself faults (exception set, virtual)."""
+    cdef int kind = trap_kind(c)
+    cdef int rc
+    to_virtual(c)
+    rc = i.fn(c, i)
+    to_real(c)
+    if rc != RC_FAULT:
+        c.n_traps[kind] += 1
+    return rc
+
+cdef int mon_deliver(Cpu* c) noexcept nogil:
+    """Reflection: the exception or interrupt that reached the monitor goes to the guest
+    through its own IDT, with the frame the virtual CPU would push."""
+    cdef int rc
+    c.n_reflections += 1
+    if c.exc_vector == EXC_PF:
+        c.n_true_faults += 1
+    to_virtual(c)
+    rc = deliver_exception(c)
+    to_real(c)
+    return rc
+
+cdef inline int deliver(Cpu* c) noexcept nogil:
+    """Deliver c.exc_vector; 1 if the run must end (triple fault)."""
+    if c.mon:
+        return mon_deliver(c)
+    return deliver_exception(c)
+
+cdef inline void mon_resync(Cpu* c) noexcept nogil:
+    """After an instruction that may have changed the CPL or PE without the monitor
+    (a task switch, IRET with NT, CR0.PE from real mode): the real state again."""
+    if c.vctx:
+        return
+    if (c.vring0 == 0 or c.cpl == 1) and not (c.pe and c.cpl == 0 and not (c.eflags & FL_VM)):
+        return
+    to_virtual(c)
+    to_real(c)
+
+# ---- translations (bt) -------------------------------------------------------------------
+
+cdef int xlat_action(Cpu* c, uint32_t gla, uint32_t* gpa_out) noexcept nogil:
+    """The scanner's action for the instruction starting at gla: ACT_NONE if not scanned."""
+    cdef uint32_t gpa
+    cdef uint8_t* p
+    if code_gpa(c, gla, &gpa):
+        return ACT_IDENT            # does not translate: the fetch fault is raised when it runs
+    gpa_out[0] = gpa
+    if gpa >= c.ram_size:
+        return ACT_IDENT            # ROM or open bus: not scanned (see the closing note)
+    p = c.xlat[gpa >> 12]
+    if p == NULL:
+        return ACT_NONE
+    return p[gpa & 0xFFF]
+
+cdef int xlat_set(Cpu* c, uint32_t gpa, int action, uint32_t length) noexcept nogil:
+    """Record the scanner's action for the instruction at gpa; its bytes become code
+    (written: the page's translations and blocks are dropped)."""
+    cdef uint32_t page = gpa >> 12
+    cdef uint32_t off = gpa & 0xFFF
+    cdef uint32_t n
+    if page >= c.ram_pages or action <= 0 or action > 255:
+        return -1
+    if c.xlat[page] == NULL:
+        c.xlat[page] = <uint8_t*>calloc(4096, 1)
+        if c.xlat[page] == NULL:
+            return -1
+    c.xlat[page][off] = <uint8_t>action
+    n = length if length else 1
+    if n > 4096 - off:
+        n = 4096 - off
+    if c.code_map[page] == 0:
+        tlb_drop_write(c, page)
+    c.code_map[page] |= chunk_bits(off, n)
+    return 0
+
+cdef void xlat_drop_page(Cpu* c, uint32_t page) noexcept nogil:
+    if c.xlat != NULL and page < c.ram_pages and c.xlat[page] != NULL:
+        free(c.xlat[page])
+        c.xlat[page] = NULL
+        c.n_xlat_invalidated += 1
+
+cdef void xlat_drop_all(Cpu* c) noexcept nogil:
+    cdef uint32_t k
+    if c.xlat == NULL:
+        return
+    for k in range(c.ram_pages):
+        xlat_drop_page(c, k)
