@@ -214,6 +214,7 @@ cdef struct Cpu:
     uint32_t xlat_miss_gpa
     uint8_t* traced         # per gpa page: a guest page-table page, written only through mem_slow
     uint16_t* pt_users      # per gpa page: shadow PDEs built from it (as a page table)
+    uint32_t* pt_rmap       # per gpa page: (root index << 10 | PDE index) + 1 of its first user
     ShadowRoot* roots       # NROOTS of them
     ShadowRoot* shadow_cur  # the shadow of the current guest CR3 (NULL: look it up)
     uint32_t shadow_clock

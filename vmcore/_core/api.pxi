@@ -50,8 +50,9 @@ cdef class Engine:
         self.c.htab = <Block**>calloc(HASH_SIZE, sizeof(Block*))
         self.c.traced = <uint8_t*>calloc(self.c.ram_pages, 1)
         self.c.pt_users = <uint16_t*>calloc(self.c.ram_pages, sizeof(uint16_t))
+        self.c.pt_rmap = <uint32_t*>calloc(self.c.ram_pages, sizeof(uint32_t))
         if not (self.c.code_map and self.c.blocks and self.c.insn_pool and self.c.htab and self.c.traced
-                and self.c.pt_users):
+                and self.c.pt_users and self.c.pt_rmap):
             raise MemoryError("block cache")
         self.c.a20_mask = 0xFFFFFFFFU       # A20 open, as QEMU's PC starts
         tlb_flush_all(self.c)
@@ -147,6 +148,7 @@ cdef class Engine:
             free(self.c.callout_kind)
             free(self.c.traced)
             free(self.c.pt_users)
+            free(self.c.pt_rmap)
             free(self.c.code_map)
             free(self.c.blocks)
             free(self.c.insn_pool)

@@ -127,20 +127,29 @@ cdef int h_CALLOUT(Cpu* c, Insn* i) noexcept nogil:
     to_real(c)
     return rc
 
+cdef inline int peek_code(Cpu* c, uint32_t gla) noexcept nogil:
+    """A code byte through the TLB when it hits (fetch8 otherwise)."""
+    cdef TlbEntry* e = &c.tlb[(gla >> 12) & (TLB_SIZE - 1)]
+    cdef uint32_t gpa
+    if e.tag_r == (gla & 0xFFFFF000U) and e.gpa_page < c.ram_pages:
+        gpa = (e.gpa_page << 12) | (gla & 0xFFF)
+        return c.ram[gpa]
+    return fetch8(c, gla)
+
 cdef int trap_kind(Cpu* c) noexcept nogil:
     """What the instruction at CS:EIP is, for the trap counters (prefixes skipped)."""
     cdef uint32_t gla = c.seg[S_CS].base + c.eip
     cdef int b = -1, b2, reg, k
     for k in range(15):
-        b = fetch8(c, gla + k)
+        b = peek_code(c, gla + k)
         if b not in (0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3):
             break
     if b < 0:
         return TK_OTHER
     gla += k
     if b == 0x0F:
-        b2 = fetch8(c, gla + 1)
-        reg = (fetch8(c, gla + 2) >> 3) & 7
+        b2 = peek_code(c, gla + 1)
+        reg = (peek_code(c, gla + 2) >> 3) & 7
         if b2 == 0x00:
             return TK_LLDT if reg == 2 else (TK_LTR if reg == 3 else TK_OTHER)
         if b2 == 0x01:
@@ -207,7 +216,7 @@ cdef int trap_kind(Cpu* c) noexcept nogil:
     if b == 0xCC or b == 0xCD or b == 0xCE:
         return TK_INT
     if b == 0xFF:
-        reg = (fetch8(c, gla + 1) >> 3) & 7
+        reg = (peek_code(c, gla + 1) >> 3) & 7
         return TK_FAR_CALL if reg == 3 else (TK_FAR_JMP if reg == 5 else TK_OTHER)
     return TK_OTHER
 

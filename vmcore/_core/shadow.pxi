@@ -133,6 +133,8 @@ cdef int shadow_fill(Cpu* c, ShadowRoot* r, uint32_t gla) noexcept nogil:
             trace_page(c, src)
             if src < c.ram_pages:
                 c.pt_users[src] += 1
+                if c.pt_users[src] == 1:
+                    c.pt_rmap[src] = ((<uint32_t>(r - c.roots) << 10) | pdi) + 1
     r.spt[pdi][(gla >> 12) & 0x3FF] = (frame | SP_P | bits | (pte & PTE_D) |
                                       (SP_G if (pte & PTE_G) and (c.cr4 & CR4_PGE) else 0))
     c.n_shadow_fills += 1
@@ -185,18 +187,32 @@ cdef void shadow_trace_write(Cpu* c, uint32_t gpa, uint32_t size) noexcept nogil
         last = 1023
     c.n_traced_writes += 1
     for k in range(NROOTS):
+        # a page directory of a shadow: drop the shadow page tables of the PDEs written
         r = &c.roots[k]
-        if r.guest_pd_page == SHADOW_FREE:
-            continue
         if r.guest_pd_page == page:
             used = True
             for idx in range(first, last + 1):
                 if r.pde_src[idx] != SRC_NONE:
                     shadow_drop_pde(c, r, idx)
-        if c.pt_users[page]:
+    if c.pt_users[page]:
+        # a page table of a shadow: drop the entries built from the PTEs written; the one
+        # PDE that uses it is found through pt_rmap, several by a search
+        if c.pt_users[page] == 1 and c.pt_rmap[page]:
+            k = (c.pt_rmap[page] - 1) >> 10
+            pdi = (c.pt_rmap[page] - 1) & 0x3FF
+            r = &c.roots[k]
+            if r.guest_pd_page != SHADOW_FREE and r.pde_src[pdi] == page:
+                for idx in range(first, last + 1):
+                    r.spt[pdi][idx] = 0
+                return
+        for k in range(NROOTS):
+            r = &c.roots[k]
+            if r.guest_pd_page == SHADOW_FREE:
+                continue
             for pdi in range(1024):
                 if r.pde_src[pdi] == page:
                     used = True
+                    c.pt_rmap[page] = ((k << 10) | pdi) + 1
                     for idx in range(first, last + 1):
                         r.spt[pdi][idx] = 0
     if not used:
