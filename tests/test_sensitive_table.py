@@ -133,7 +133,8 @@ def test_callouts_are_all_used_numbered_and_fast_as_the_architecture_says():
     used = {e.action.callout for e in TABLE if e.action.kind is ActionKind.CALLOUT}
     assert used == set(CALLOUTS)
     assert [c.number for c in CALLOUTS.values()] == list(range(len(CALLOUTS)))
-    assert {kind for kind, c in CALLOUTS.items() if c.fast} == FAST_CALLOUTS
+    # the frequent ones must run inside the engine; this monitor runs every kind there
+    assert FAST_CALLOUTS <= {kind for kind, c in CALLOUTS.items() if c.fast} == set(CALLOUTS)
     assert all(c.does for c in CALLOUTS.values())
     with pytest.raises(KeyError):
         CALLOUT("no_such_kind")

@@ -36,8 +36,10 @@ holds ``hlt`` and ``mov eax, cr0`` but not ``rdmsr``, and holds ``str`` but not 
 ``push cs``, ``mov eax, ds``, ``popfd`` and ``lar`` are in no group that says what they are).
 
 CALLOUTS says, per callout kind, whether the engine handles it inside ``run`` against the virtual CPU in its C state
-(fast: CLI/STI/PUSHF/POPF against the virtual IF and reads of virtual descriptor-table registers and selectors,
-ARCHITECTURE.md "The engine contract") or exits to the monitor in Python.
+or exits to the monitor in Python. ARCHITECTURE.md ("The engine contract") requires the frequent ones inside the
+engine: CLI/STI/PUSHF/POPF against the virtual IF and reads of virtual descriptor-table registers and selectors. This
+monitor runs every kind inside the engine: a callout runs the engine's own handler for the instruction in the
+virtual context (virtual CPL, IF and IOPL, the guest's descriptors), so none exits to Python.
 """
 from __future__ import annotations
 
@@ -99,21 +101,22 @@ _CALLOUT_DEFS = (
     ("read_msw", True, "SMSW: store the virtual CR0 (its low 16 bits to memory)"),
     ("read_cs", True, "PUSH CS / MOV r/m, CS: the virtual CS selector, whose RPL is the virtual CPL"),
     ("read_ss", True, "PUSH SS / MOV r/m, SS: the virtual SS selector, whose RPL is the virtual CPL"),
-    # exit to Python: need the guest's descriptor tables and privilege rules
-    ("lar", False, "LAR against the guest's descriptor, checked at the virtual CPL"),
-    ("lsl", False, "LSL against the guest's descriptor, checked at the virtual CPL"),
-    ("verr", False, "VERR against the guest's descriptor, checked at the virtual CPL"),
-    ("verw", False, "VERW against the guest's descriptor, checked at the virtual CPL"),
-    ("mov_to_sreg", False, "MOV Sreg, r/m: load from the guest's GDT/LDT with the virtual CPL's checks"),
-    ("pop_sreg", False, "POP Sreg: as mov_to_sreg, from the stack"),
-    ("load_far_pointer", False, "LDS/LES/LFS/LGS/LSS: as mov_to_sreg, plus the offset into the register"),
-    ("far_call", False, "far CALL through the guest's descriptors, call gates and virtual CPL"),
-    ("far_jmp", False, "far JMP through the guest's descriptors, call/task gates and virtual CPL"),
-    ("far_ret", False, "far RET: may return to virtual CPL 3 (user code then runs directly)"),
-    ("int", False, "INT n / INT3: deliver through the guest's IDT, gate DPL checked against the virtual CPL"),
-    ("into", False, "INTO: as int with vector 4 when OF = 1, else nothing"),
-    ("iret", False, "IRET: return through the virtual CPU (virtual IF/IOPL, maybe to virtual CPL 3 or a task)"),
-    ("sysenter", False, "SYSENTER: enter the guest kernel from the guest's SYSENTER MSRs"),
+    # need the guest's descriptor tables and privilege rules: still inside engine.run, as the engine's own
+    # handler for the instruction run at the virtual CPL against the guest's tables (vmcore/_core/monitor.pxi)
+    ("lar", True, "LAR against the guest's descriptor, checked at the virtual CPL"),
+    ("lsl", True, "LSL against the guest's descriptor, checked at the virtual CPL"),
+    ("verr", True, "VERR against the guest's descriptor, checked at the virtual CPL"),
+    ("verw", True, "VERW against the guest's descriptor, checked at the virtual CPL"),
+    ("mov_to_sreg", True, "MOV Sreg, r/m: load from the guest's GDT/LDT with the virtual CPL's checks"),
+    ("pop_sreg", True, "POP Sreg: as mov_to_sreg, from the stack"),
+    ("load_far_pointer", True, "LDS/LES/LFS/LGS/LSS: as mov_to_sreg, plus the offset into the register"),
+    ("far_call", True, "far CALL through the guest's descriptors, call gates and virtual CPL"),
+    ("far_jmp", True, "far JMP through the guest's descriptors, call/task gates and virtual CPL"),
+    ("far_ret", True, "far RET: may return to virtual CPL 3 (user code then runs directly)"),
+    ("int", True, "INT n / INT3: deliver through the guest's IDT, gate DPL checked against the virtual CPL"),
+    ("into", True, "INTO: as int with vector 4 when OF = 1, else nothing"),
+    ("iret", True, "IRET: return through the virtual CPU (virtual IF/IOPL, maybe to virtual CPL 3 or a task)"),
+    ("sysenter", True, "SYSENTER: enter the guest kernel from the guest's SYSENTER MSRs"),
 )
 CALLOUTS: dict[str, Callout] = {
     kind: Callout(kind, number, fast, does) for number, (kind, fast, does) in enumerate(_CALLOUT_DEFS)}
