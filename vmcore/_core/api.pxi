@@ -136,6 +136,8 @@ cdef class Engine:
         self.c.gdtr_limit = 0xFFFF
         cache_flush(self.c)
         tlb_flush_all(self.c)
+        if self.c.roots != NULL:
+            shadow_flush_all(self.c)
 
     def __dealloc__(self):
         if self.c != NULL:
@@ -178,6 +180,8 @@ cdef class Engine:
         self.c.gdtr_limit = 0
         cache_flush(self.c)
         tlb_flush_all(self.c)
+        if self.c.roots != NULL:
+            shadow_flush_all(self.c)
 
     def run(self, uint64_t budget):
         """Run at most ``budget`` instructions; returns the exit reason (int)."""
