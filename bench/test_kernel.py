@@ -16,6 +16,9 @@ against Linux doing the same system calls and page faults. A nanobenchmark runs 
 iterations of one operation: guest instructions per operation come from the guest's own RDTSC
 (which counts instructions on vmcore), host time per operation from two writes to port 0x80
 that bracket the loop.
+
+The benchmarks here run in ``bare``; bench/test_monitor.py runs the same ones
+(``bench_kernel_workload``, ``bench_nanobenchmark``) in ``bt``.
 """
 import statistics
 import time
@@ -28,8 +31,8 @@ from vmcore import benchkeys, workloads
 MARK_PORT = 0x80        # the nano program's SYS_mark(1) / SYS_mark(2) around its timed loop
 
 
-def _machine(cmdline, memory_mb):
-    m = vmcore.Machine(memory_mb=memory_mb, mode="bare")
+def _machine(cmdline, memory_mb, mode):
+    m = vmcore.Machine(memory_mb=memory_mb, mode=mode)
     m.load_multiboot(workloads.kernel_elf(), cmdline=cmdline)
     return m
 
@@ -38,10 +41,10 @@ def _check_run(r):
     assert r.exit is vmcore.Exit.DEBUG_EXIT and r.exit_code == 1, f"{r.reason}\n{r.console}"
 
 
-def _common_info(name, size, r, stats, median):
+def _common_info(name, mode, size, r, stats, median):
     return {
         "workload": name,
-        "mode": "bare",
+        "mode": mode,
         "size": size,
         "guest_instructions": r.instructions,
         "guest_mips": r.instructions / median / 1e6,
@@ -52,16 +55,16 @@ def _common_info(name, size, r, stats, median):
     }
 
 
-@pytest.mark.parametrize("name", list(workloads.KERNEL_WORKLOADS))
-def test_kernel_workload(benchmark, name, workload_size):
+def bench_kernel_workload(benchmark, name, workload_size, mode, native_run):
+    """Times kernel workload ``name`` at ``workload_size`` in a ``mode`` machine, records extra_info."""
     w = workloads.KERNEL_WORKLOADS[name]
     size = w.sizes[workload_size]
-    native = workloads.run_native(name, size, repeat=3)
+    native = native_run(name, size)
     cmdline = workloads.kernel_cmdline(run={name: size})
     results = []
 
     def setup():
-        return (_machine(cmdline, w.memory_mb),), {}
+        return (_machine(cmdline, w.memory_mb, mode),), {}
 
     def run(m):
         r = m.run(timeout=600)
@@ -73,7 +76,7 @@ def test_kernel_workload(benchmark, name, workload_size):
     _check_run(r)
     assert native.returncode == 0 and native.output in r.console.splitlines(keepends=True), r.console
     median = benchmark.stats.stats.median
-    benchmark.extra_info.update(_common_info(name, size, r, stats, median))
+    benchmark.extra_info.update(_common_info(name, mode, size, r, stats, median))
     benchmark.extra_info.update({
         "native_seconds": native.seconds,
         "slowdown_vs_native": median / native.seconds,
@@ -83,14 +86,14 @@ def test_kernel_workload(benchmark, name, workload_size):
     assert benchkeys.check(benchmark.extra_info) == []
 
 
-@pytest.mark.parametrize("op", list(workloads.NANOBENCHMARKS))
-def test_nanobenchmark(benchmark, op, workload_size):
+def bench_nanobenchmark(benchmark, op, workload_size, mode):
+    """Times nanobenchmark ``op`` at ``workload_size`` iterations in a ``mode`` machine, records extra_info."""
     iters = workloads.NANOBENCHMARKS[op].sizes[workload_size]
     cmdline = workloads.kernel_cmdline(nano={op: iters})
     results = []
 
     def setup():
-        m = _machine(cmdline, 64)
+        m = _machine(cmdline, 64, mode)
         marks = []
         m.hook_add(vmcore.HOOK_IO_OUT, lambda _m, _port, _size, value: marks.append((value, time.perf_counter())),
                    begin=MARK_PORT, end=MARK_PORT)
@@ -111,10 +114,20 @@ def test_nanobenchmark(benchmark, op, workload_size):
     nano = workloads.nano_results(r.console)[op]
     assert nano.iters == iters
     median = benchmark.stats.stats.median
-    benchmark.extra_info.update(_common_info(f"nano-{op}", iters, r, stats, median))
+    benchmark.extra_info.update(_common_info(f"nano-{op}", mode, iters, r, stats, median))
     benchmark.extra_info.update({
         "op": op,
         "guest_instructions_per_op": nano.insns_per_op,
         "host_ns_per_op": statistics.median(loop_seconds) / iters * 1e9,
     })
     assert benchkeys.check(benchmark.extra_info) == []
+
+
+@pytest.mark.parametrize("name", list(workloads.KERNEL_WORKLOADS))
+def test_kernel_workload(benchmark, name, workload_size, native_run):
+    bench_kernel_workload(benchmark, name, workload_size, "bare", native_run)
+
+
+@pytest.mark.parametrize("op", list(workloads.NANOBENCHMARKS))
+def test_nanobenchmark(benchmark, op, workload_size):
+    bench_nanobenchmark(benchmark, op, workload_size, "bare")

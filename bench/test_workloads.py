@@ -7,6 +7,9 @@ extra_info keys (the same for every benchmark): workload, mode, size, guest_inst
 guest_mips, native_seconds, slowdown_vs_native, exits, and the engine counters under "stats";
 their types and meaning are documented in vmcore/benchkeys.py, and every benchmark here is
 checked against that. `vmcore bench` runs this suite; `vmcore dashboard` draws the stored runs.
+
+The benchmarks here run in ``bare``; bench/test_monitor.py runs the same ones (``bench_workload``)
+in ``bt``, so that a run holds the ``bt``/``bare`` ratio of each workload.
 """
 import pytest
 
@@ -16,21 +19,22 @@ from vmcore import benchkeys, workloads
 NAMES = list(workloads.WORKLOADS)
 
 
-def _machine(name, size):
+def _machine(name, size, mode):
     w = workloads.WORKLOADS[name]
-    m = vmcore.Machine(memory_mb=max(64, w.memory_mb), mode="bare")
+    m = vmcore.Machine(memory_mb=max(64, w.memory_mb), mode=mode)
     m.load_multiboot(workloads.guest_elf(name), cmdline=workloads.guest_cmdline(size))
     return m
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_vmcore_vs_native(benchmark, name, workload_size):
+def bench_workload(benchmark, name, workload_size, mode, native_run):
+    """Times workload ``name`` at ``workload_size`` in a ``mode`` machine and records extra_info;
+    ``native_run(name, size)`` is the native run (bench/conftest.py: measured once per session)."""
     size = workloads.WORKLOADS[name].sizes[workload_size]
-    native = workloads.run_native(name, size, repeat=3)
+    native = native_run(name, size)
     results = []
 
     def setup():
-        return (_machine(name, size),), {}
+        return (_machine(name, size, mode),), {}
 
     def run(m):
         r = m.run(timeout=600)
@@ -44,7 +48,7 @@ def test_vmcore_vs_native(benchmark, name, workload_size):
     median = benchmark.stats.stats.median
     benchmark.extra_info.update({
         "workload": name,
-        "mode": "bare",
+        "mode": mode,
         "size": size,
         "guest_instructions": r.instructions,
         "guest_mips": r.instructions / median / 1e6,
@@ -54,3 +58,8 @@ def test_vmcore_vs_native(benchmark, name, workload_size):
         "stats": stats,
     })
     assert benchkeys.check(benchmark.extra_info) == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vmcore_vs_native(benchmark, name, workload_size, native_run):
+    bench_workload(benchmark, name, workload_size, "bare", native_run)

@@ -50,11 +50,11 @@ def assemble(name: str) -> bytes:
     return out.read_bytes()
 
 
-def boot(name: str, count: int = 10**7, timeout: float = 30, memory_mb: int = 16):
-    """Assemble guest ``name``, load it at 0x7C00, start it in real mode, run it.
-    Returns (machine, RunResult)."""
+def boot(name: str, count: int = 10**7, timeout: float = 30, memory_mb: int = 16, mode: str | None = None):
+    """Assemble guest ``name``, load it at 0x7C00, start it in real mode, run it in a machine of
+    ``mode`` (default: the Machine's default). Returns (machine, RunResult)."""
     binary = assemble(name)
-    m = vmcore.Machine(memory_mb=memory_mb)
+    m = vmcore.Machine(memory_mb=memory_mb, mode=mode)
     m.reset()
     m.mem_write(LOAD_GPA, binary)
     m.reg_write("cs", 0)

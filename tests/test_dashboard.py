@@ -7,6 +7,7 @@ VMCORE_SCREENSHOT_DIR to keep the screenshot.
 """
 
 import html
+import io
 import json
 import os
 import re
@@ -23,8 +24,10 @@ from vmcore.dashboard import DATA_ID
 pytest.importorskip("pytest_benchmark")
 
 RUNS = 3
-# every benchmarked workload: bench/test_workloads.py's, then bench/test_kernel.py's
+# every benchmarked workload: bench/test_workloads.py's, then bench/test_kernel.py's (in bare;
+# bench/test_monitor.py benchmarks each of them in bt too)
 BENCHMARKED = [*workloads.WORKLOADS, *workloads.KERNEL_WORKLOADS, *(f"nano-{op}" for op in workloads.NANOBENCHMARKS)]
+BT_OVER_BARE_COLUMN = 7         # of `vmcore bench`'s table, counted from 0
 
 
 def vmcore(*args, timeout=600):
@@ -78,7 +81,7 @@ def test_bench_stores_each_run_with_the_documented_keys(stored):
 
 
 def test_bench_prints_the_table(stored):
-    _, outputs = stored
+    storage, outputs = stored
     first, last = outputs[0], outputs[-1]
     for name in BENCHMARKED:
         assert re.search(rf"│ {name} +│ bare +│ tiny +│", first), name
@@ -87,8 +90,12 @@ def test_bench_prints_the_table(stored):
                    "vs prev"):
         assert column in head, column
     rows = [line for line in first.splitlines() if line.startswith("│")]
-    assert len(rows) == len(BENCHMARKED)
-    assert all("│     n/a │" in line for line in rows)      # bt/bare: no bt benchmarks yet
+    benchmarks = bench.load_runs(storage)[0].benchmarks
+    assert len(rows) == len(benchmarks)
+    in_bt = {b["extra_info"]["workload"] for b in benchmarks if b["extra_info"]["mode"] == "bt"}
+    for line in rows:       # bt/bare: a ratio where the workload ran in both modes (bench/test_monitor.py), else n/a
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        assert re.fullmatch(r"\d+\.\d\dx" if cells[0] in in_bt else "n/a", cells[BT_OVER_BARE_COLUMN]), line
     # the bar: yes or no, but n/a for a nanobenchmark (no native counterpart)
     assert all(re.search(r"│ +(n/a) +│" if line.startswith("│ nano-") else r"│ +(yes|no) +│", line) for line in rows)
     assert all(line.rstrip().endswith("- │") for line in rows)                 # first run: nothing before it
@@ -184,20 +191,64 @@ def test_dashboard_without_runs_is_an_error(tmp_path):
     assert proc.returncode == 2 and "run `vmcore bench` first" in proc.stderr
 
 
+def _with_fake_bt(run, workload, median_scale, per_op_scale=None):
+    """Adds to ``run`` a copy of its bare benchmark of ``workload`` as a bt one, its median (and
+    host_ns_per_op) scaled."""
+    bare = next(b for b in run.benchmarks if b["extra_info"]["workload"] == workload)
+    bt = json.loads(json.dumps(bare))
+    bt["fullname"] += "-bt"
+    bt["extra_info"]["mode"] = "bt"
+    bt["stats"]["median"] = bare["stats"]["median"] * median_scale
+    if per_op_scale is not None:
+        bt["extra_info"]["host_ns_per_op"] = bare["extra_info"]["host_ns_per_op"] * per_op_scale
+    run.data["benchmarks"].append(bt)
+    return bare
+
+
 def test_bt_over_bare_is_computed_when_both_modes_are_in_a_run(stored, tmp_path):
     storage, _ = stored
     run = bench.load_runs(storage)[-1]
-    bare = next(b for b in run.benchmarks if b["extra_info"]["workload"] == "sieve")
-    bt = json.loads(json.dumps(bare))
-    bt["fullname"] = bt["fullname"].replace("[sieve]", "[sieve-bt]")
-    bt["extra_info"]["mode"] = "bt"
-    bt["stats"]["median"] = bare["stats"]["median"] * 1.5
-    run.data["benchmarks"].append(bt)
+    run.data["benchmarks"] = [b for b in run.benchmarks if b["extra_info"]["mode"] == "bare"]
+    bare = _with_fake_bt(run, "sieve", 1.5)
+    _with_fake_bt(run, "nano-syscall", 1.5, per_op_scale=3.0)     # a nanobenchmark: its loop per operation
     rows = {(r.workload, r.mode): r for r in bench.rows_of(run, [])}
     assert rows["sieve", "bt"].bt_over_bare == pytest.approx(1.5)
     assert rows["sieve", "bare"].bt_over_bare == pytest.approx(1.5)
+    assert rows["nano-syscall", "bt"].bt_over_bare == pytest.approx(3.0)
     assert rows["crc32", "bare"].bt_over_bare is None
     assert rows["sieve", "bare"].meets_bar == (bare["extra_info"]["slowdown_vs_native"] <= bench.DEFAULT_BAR)
+    # `vmcore bench`'s table and the dashboard's show it
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=200)
+    console.print(bench.table(run, bench.rows_of(run, [])))
+    printed = {tuple(c.strip() for c in line.split("│")[1:3]): line.split("│")[BT_OVER_BARE_COLUMN + 1].strip()
+               for line in console.file.getvalue().splitlines() if line.startswith("│")}
+    assert printed["sieve", "bt"] == printed["sieve", "bare"] == "1.50x"
+    assert printed["nano-syscall", "bt"] == "3.00x" and printed["crc32", "bare"] == "n/a"
+    copy = tmp_path / "storage" / run.machine_id
+    copy.mkdir(parents=True)
+    (copy / run.path.name).write_text(json.dumps(run.data))
+    from vmcore import dashboard
+
+    text = dashboard.build(copy.parent)
+    data = json.loads(re.search(rf'<script type="application/json" id="{DATA_ID}">(.*?)</script>', text, re.S)[1])
+    ratios = {(b["workload"], b["mode"]): b["bt_over_bare"] for b in data["runs"][-1]["benchmarks"]}
+    assert ratios["sieve", "bt"] == pytest.approx(1.5) and ratios["crc32", "bare"] is None
+    latest = text[text.index("id=latest"):text.index("id=runs")]
+    assert re.search(r"<td class=l>sieve</td><td class=l>bt</td>(?:(?!</tr>).)*<td>1\.50x</td>", latest)
+
+
+def test_bt_benchmarks_stand_next_to_bare_ones(stored):
+    """Every benchmark runs in bt too (bench/test_monitor.py), and its row has the ratio."""
+    storage, _ = stored
+    for run in bench.load_runs(storage):
+        modes = {}
+        for b in run.benchmarks:
+            modes.setdefault(b["extra_info"]["workload"], set()).add(b["extra_info"]["mode"])
+        assert modes == {name: {"bare", "bt"} for name in BENCHMARKED}
+        for row in bench.rows_of(run, []):
+            assert row.bt_over_bare is not None and row.bt_over_bare > 0, row.name
 
 
 def test_a_benchmark_without_the_keys_is_still_shown(stored, tmp_path):
@@ -260,7 +311,8 @@ def test_dashboard_renders_in_headless_chromium(stored, page, tmp_path):
     dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
     assert dom.returncode == 0, dom.stderr[-2000:]
     n_series = len(re.findall(r'<section class="series"', page.read_text()))
-    assert n_series == len(BENCHMARKED)
+    assert n_series == len({bench.series_key(b) for run in bench.load_runs(stored[0]) for b in run.benchmarks})
+    assert n_series >= len(BENCHMARKED)
     # plotly drew every figure: each chart div gets its SVG, with one trace group per trace
     assert dom.stdout.count('class="main-svg"') >= n_series
     assert len(re.findall(r'class="[^"]*\bjs-plotly-plot\b', dom.stdout)) == n_series

@@ -5,8 +5,10 @@ through ``pytest.main`` with ``--benchmark-autosave`` into the project's storage
 ``.benchmarks/`` at the repository root: pytest-benchmark's own layout,
 ``<storage>/<machine id>/<NNNN>_<commit>_<date>.json``), shows a rich progress bar while they
 run, and prints one table for the run: workload, mode, size, median time, guest MIPS, native
-time, slowdown against native, ``bt``/``bare``, whether VMware's bar holds (slowdown against
-native at most ``--bar``, default 1.19) and the change against the previous stored run.
+time, slowdown against native, ``bt``/``bare`` (for a workload and size benchmarked in both modes:
+the ratio of the medians, of ``host_ns_per_op`` for a nanobenchmark), whether VMware's bar holds
+(slowdown against native at most ``--bar``, default 1.19) and the change against the previous
+stored run.
 
 With ``--compare`` the run is checked against a stored one (by default the latest run on this
 machine id at the same workload size) by pytest-benchmark's own ``--benchmark-compare-fail
@@ -161,7 +163,8 @@ class Row:
     slowdown: float | None
     exits: int | None
     bt_over_bare: float | None
-    """Median of ``bt`` over median of ``bare`` for this workload and size in the same run."""
+    """``bt`` over ``bare`` for this workload and size in the same run: of the medians, or for a
+    nanobenchmark (``op`` in extra_info) of ``host_ns_per_op``, its timed loop alone."""
     meets_bar: bool | None
     """slowdown vs native <= the bar; None without a native time."""
     previous: Run | None
@@ -187,23 +190,31 @@ def _previous(run: Run, key: tuple, runs: list[Run]) -> tuple[Run, dict] | None:
     return best
 
 
+def _time_of(bench: dict) -> float:
+    """The time bt/bare compares: a nanobenchmark's loop per operation, else the median."""
+    ei = bench.get("extra_info") or {}
+    if "op" in ei and ei.get("host_ns_per_op"):
+        return ei["host_ns_per_op"]
+    return bench["stats"]["median"]
+
+
 def rows_of(run: Run, runs: Iterable[Run] = (), bar: float = DEFAULT_BAR,
             fail_above: float = DEFAULT_FAIL_ABOVE, against: Run | None = None) -> list[Row]:
     """The table rows of ``run``; changes are against the run before it in ``runs`` with the same
     benchmark, or against the run ``against`` when it is given."""
     runs = list(runs)
-    medians = {}
+    times = {}          # what bt/bare compares, by (workload, size, mode)
     for b in run.benchmarks:
         ei = b.get("extra_info") or {}
-        medians[(ei.get("workload"), ei.get("size"), ei.get("mode"))] = b["stats"]["median"]
+        times[(ei.get("workload"), ei.get("size"), ei.get("mode"))] = _time_of(b)
     rows = []
     for b in run.benchmarks:
         ei = b.get("extra_info") or {}
         st = b["stats"]
         key = series_key(b)
         workload = ei.get("workload", b.get("name", "?"))
-        bt = medians.get((ei.get("workload"), ei.get("size"), "bt"))
-        bare = medians.get((ei.get("workload"), ei.get("size"), "bare"))
+        bt = times.get((ei.get("workload"), ei.get("size"), "bt"))
+        bare = times.get((ei.get("workload"), ei.get("size"), "bare"))
         ratio = bt / bare if bt and bare and ei.get("mode") in ("bt", "bare") else None
         slowdown = ei.get("slowdown_vs_native")
         if against is not None:

@@ -59,7 +59,8 @@ key                           type       meaning
 
 The slowdown of ``bt`` against ``bare`` is not a key: it needs two benchmarks, and
 ``vmcore bench`` / ``vmcore dashboard`` compute it from a ``mode="bt"`` and a ``mode="bare"``
-benchmark of the same workload and size in the same run.
+benchmark of the same workload and size in the same run (bench/test_monitor.py runs the ``bt``
+ones): the ratio of their medians, or for a nanobenchmark of their ``host_ns_per_op``.
 """
 
 from __future__ import annotations

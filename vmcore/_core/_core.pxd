@@ -192,6 +192,7 @@ cdef struct Cpu:
     uint64_t n_smc_invalidations
     uint64_t n_cache_flushes
     uint64_t n_exceptions
+    uint64_t n_rep_chunks   # REP string instructions suspended after REP_CHUNK elements
     uint64_t n_exits[16]
     # the block cache: arenas of blocks and records, and a hash by EIP
     Block* cur_block    # the block being executed

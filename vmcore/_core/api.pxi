@@ -237,14 +237,21 @@ cdef class Engine:
         return self.c.xlat != NULL and gpa_page < self.c.ram_pages and self.c.xlat[gpa_page] != NULL
 
     def code_gpa_of(self, uint32_t gla):
-        """gla -> gpa for an instruction fetch, without side effects; None if it does not translate."""
-        cdef uint32_t gpa
-        cdef uint32_t saved_cr2 = self.c.cr2
-        cdef uint64_t saved_faults = self.c.n_page_faults
-        cdef int rc = translate(self.c, gla, &gpa)
-        self.c.cr2 = saved_cr2
-        self.c.n_page_faults = saved_faults
-        return None if rc else gpa
+        """gla -> gpa through the guest's page tables, as a supervisor read, without touching
+        anything (no accessed bits, no TLB or shadow fill, no fault); None if not present."""
+        cdef Cpu* c = self.c
+        cdef uint32_t pde, pte
+        if not (c.cr0 & CR0_PG):
+            return gla & c.a20_mask
+        pde = phys_rd32(c, (c.cr3 & 0xFFFFF000U) | ((gla >> 20) & 0xFFC))
+        if not (pde & PTE_P):
+            return None
+        if (c.cr4 & CR4_PSE) and (pde & PTE_PS):
+            return ((pde & 0xFFC00000U) | (gla & 0x3FFFFF)) & c.a20_mask
+        pte = phys_rd32(c, (pde & 0xFFFFF000U) | ((gla >> 10) & 0xFFC))
+        if not (pte & PTE_P):
+            return None
+        return ((pte & 0xFFFFF000U) | (gla & 0xFFF)) & c.a20_mask
 
     property code32:
         def __get__(self):
@@ -291,9 +298,10 @@ cdef class Engine:
             return self.c.icount
 
     property progress:
-        """Instructions retired plus exceptions and interrupts delivered: what budgets bound."""
+        """Instructions retired plus exceptions and interrupts delivered plus REP string
+        instructions suspended mid-way (ops_string.pxi): what budgets bound."""
         def __get__(self):
-            return self.c.icount + self.c.n_exceptions
+            return self.c.icount + self.c.n_exceptions + self.c.n_rep_chunks
 
     def seg_get(self, int index):
         cdef Seg* s = &self.c.seg[index]
@@ -481,6 +489,7 @@ cdef class Engine:
             "smc_invalidations": c.n_smc_invalidations,
             "cache_flushes": c.n_cache_flushes,
             "exceptions": c.n_exceptions,
+            "rep_chunks": c.n_rep_chunks,
             "interrupts": c.n_irqs,
             "rom_writes_ignored": c.n_rom_writes,
         }

@@ -73,6 +73,7 @@ cdef enum:
 # Block cache sizing.
 cdef enum:
     MAX_BLOCK_INSNS = 64
+    REP_CHUNK = 65536       # elements of a REP string instruction per dispatch
     HASH_BITS = 15
     HASH_SIZE = 32768
     BLOCK_ARENA = 65536

@@ -356,6 +356,13 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
         elif rc == RC_EXIT_BEFORE:
             c.eip = i.next_eip - i.len
             break
-        # RC_RESTART: h_STALE set eip to the stale instruction; look it up again
+        else:
+            # RC_RESTART: h_STALE set eip to the stale instruction, or a REP string instruction
+            # stopped after REP_CHUNK elements; look it up again. It uses as much of the budget as
+            # that many instructions would, so run() returns (for a timeout) within its slice.
+            if stop_at - c.icount > REP_CHUNK:
+                stop_at -= REP_CHUNK
+            else:
+                stop_at = c.icount
     c.cur_block = NULL
     return c.exit_reason

@@ -1,8 +1,11 @@
 # String instructions (SDM Vol. 2 "MOVS", "CMPS", "STOS", "LODS", "SCAS") with
 # REP/REPE/REPNE. ESI/EDI (SI/DI with a 16-bit address size) step by the
-# element size, backwards when DF is set. A repeated instruction runs to the
-# end inside one handler; a fault leaves the registers at the faulting element
-# so the instruction restarts there.
+# element size, backwards when DF is set. A repeated instruction runs at most
+# REP_CHUNK elements per call, then restarts from its EIP with the registers
+# updated, as a CPU lets interrupts in between iterations (SDM Vol. 2 REP): the
+# run loop's budget, interrupts and exits are checked in between, so a guest
+# with ECX = 4 G cannot hold run() past its budget. A fault leaves the registers
+# at the faulting element so the instruction restarts there.
 
 cdef inline uint32_t str_mask(Insn* i) noexcept nogil:
     return 0xFFFF if i.flags & IF_A16 else 0xFFFFFFFFU
@@ -18,9 +21,16 @@ cdef int h_STRING(Cpu* c, Insn* i) noexcept nogil:
     cdef bint rep = (i.flags & (IF_REP | IF_REPNE)) != 0
     cdef uint32_t a, b, src, dst
     cdef int op = i.op
+    cdef uint32_t done = 0
     while True:
         if rep and (c.regs[R_ECX] & amask) == 0:
             break
+        if done == REP_CHUNK:
+            # not finished: the rest runs when the instruction is dispatched again
+            c.n_rep_chunks += 1
+            c.eip = i.next_eip - i.len
+            return RC_RESTART
+        done += 1
         if op == 0:
             if seg_off(c, i.seg, c.regs[R_ESI] & amask, sz, &src) or rd_sz(c, src, sz, &a):
                 return RC_FAULT
