@@ -25,7 +25,7 @@ from vmcore.monitor.supervisor import Supervisor, monitor_stats
 from vmcore.loaders.multiboot import load_multiboot
 
 MODES = ("bare", "bt", "trap")     # ARCHITECTURE.md "Modes"
-DEFAULT_MODE = "bare"               # VMCORE_MODE in the environment overrides it
+DEFAULT_MODE = "bt"                 # passes all that bare passes (tests/test_monitor_modes.py); VMCORE_MODE overrides
 CPU_MODELS = ("i686", "80386", "80286")   # what differs: vmcore/_core/api.pxi set_cpu_model
 
 HOOK_IO_OUT = 1
@@ -106,6 +106,9 @@ class Machine:
 
     A new machine is in flat 32-bit protected mode, as a multiboot loader leaves it;
     reset() puts the CPU in its power-on state (real mode, CS:IP = F000:FFF0).
+    ``mode`` (ARCHITECTURE.md "Modes"): "bt" (default; $VMCORE_MODE overrides it), the monitor
+    with binary translation of guest-kernel code and shadow page tables; "bare", the engine
+    alone with the guest at its own privilege; "trap", deprivileged without translation.
     ``cpu`` picks the few behaviours in which an 80286, an 80386 and later CPUs differ;
     ``devices=False`` leaves the port bus empty (every port unclaimed).
 
