@@ -221,6 +221,11 @@ cdef class Engine:
         def __get__(self):
             return {v: k for k, v in MODE_NUMBERS.items()}[self.c.mon]
 
+    property xlat_invalidations:
+        """Pages whose translations a write dropped, so far."""
+        def __get__(self):
+            return self.c.n_xlat_invalidated
+
     property xlat_miss:
         """(gla, gpa) of the guest-kernel instruction an EXIT_TRANSLATE asks the scanner for."""
         def __get__(self):

@@ -7,6 +7,10 @@ cdef int io_allowed(Cpu* c, uint32_t port, uint32_t size) noexcept nogil:
     cdef uint32_t base, off, bits
     if not c.pe or (c.cpl <= ((c.eflags >> 12) & 3) and not (c.eflags & FL_VM)):
         return 0
+    if c.vring0:
+        # the deprivileged guest kernel: the monitor's TSS has no I/O bitmap, so every port
+        # access faults into the monitor, which emulates it at the virtual CPL 0 (monitor.pxi)
+        return fault_err(c, EXC_GP, 0)
     if (c.tr.attr & 0x0F) != 0x0B or c.tr.limit < 0x67:
         return fault_err(c, EXC_GP, 0)      # no 32-bit TSS, so no bitmap
     if sys_rd16(c, c.tr.base + 0x66, &base):

@@ -45,17 +45,20 @@ class Supervisor:
         self.scanner = scanner or Scanner()
         self.translations = 0               # blocks scanned and installed
         self.misses = 0
-        self._last_miss: tuple[int, int] | None = None
+        self._last_miss: tuple[int, int, int] | None = None
 
     def translate_miss(self) -> None:
         """Scan the block the engine is waiting for and install its actions."""
         engine = self.engine
         gla, gpa = engine.xlat_miss
         self.misses += 1
-        if self._last_miss == (gla, engine.progress):
+        # the same miss again with nothing run and nothing written in between: the actions
+        # installed last time did not reach the engine's decoder (a monitor bug, never a loop)
+        miss = (gla, engine.progress, engine.xlat_invalidations)
+        if self._last_miss == miss:
             raise VmError(f"the engine asked twice for the translation of gla {gla:#x} (gpa {gpa:#x}) "
                           "without running it: the installed actions did not reach it")
-        self._last_miss = (gla, engine.progress)
+        self._last_miss = miss
         ram_size = self.memory.size
         page_end = (gpa | (PAGE_SIZE - 1)) + 1
         for page in {gpa >> 12}:
