@@ -22,32 +22,41 @@ LOAD_GPA = 0x7C00
 INCLUDES = ("lib.inc",)
 
 
-def cache_dir() -> Path:
+def cache_dir(kind: str = "guests") -> Path:
     env = os.environ.get("VMCORE_CACHE_DIR")
-    return (Path(env) if env else Path.home() / ".cache" / "vmcore") / "guests"
+    return (Path(env) if env else Path.home() / ".cache" / "vmcore") / kind
 
 
-def assemble(name: str) -> bytes:
-    """The flat binary of tests/guests/<name>.asm, from the cache or freshly assembled."""
-    source = GUESTS / f"{name}.asm"
-    digest = hashlib.sha256(source.read_bytes())
-    for inc in INCLUDES:
-        digest.update((GUESTS / inc).read_bytes())
-    out = cache_dir() / f"{name}-{digest.hexdigest()[:16]}.bin"
+def assemble_text(source: str, name: str, kind: str = "guests", include_dir: Path | None = None) -> bytes:
+    """The flat binary of NASM source text, from ``cache_dir(kind)`` or freshly assembled; the cache key
+    hashes the text and, with ``include_dir``, the shared include files there."""
+    digest = hashlib.sha256(source.encode())
+    if include_dir is not None:
+        for inc in INCLUDES:
+            digest.update((include_dir / inc).read_bytes())
+    out = cache_dir(kind) / f"{name}-{digest.hexdigest()[:16]}.bin"
     if out.exists():
         return out.read_bytes()
     nasm = shutil.which("nasm")
     if nasm is None:
-        raise RuntimeError("nasm is not installed (apt-get install nasm); the system guests need it")
+        raise RuntimeError(f"nasm is not installed (apt-get install nasm); the {kind} guests need it")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        src = Path(tmp) / f"{name}.asm"
+        src.write_text(source)
         tmp_out = Path(tmp) / out.name
-        proc = subprocess.run([nasm, "-f", "bin", "-w+all", "-i", f"{GUESTS}/", "-o", str(tmp_out), str(source)],
+        includes = ["-i", f"{include_dir}/"] if include_dir is not None else []
+        proc = subprocess.run([nasm, "-f", "bin", "-w+all", *includes, "-o", str(tmp_out), str(src)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"nasm failed on {source}:\n{proc.stderr}")
+            raise RuntimeError(f"nasm failed on {name}:\n{proc.stderr}")
         os.replace(tmp_out, out)                 # atomic: a parallel run sees all or nothing
     return out.read_bytes()
+
+
+def assemble(name: str) -> bytes:
+    """The flat binary of tests/guests/<name>.asm, from the cache or freshly assembled."""
+    return assemble_text((GUESTS / f"{name}.asm").read_text(), name, include_dir=GUESTS)
 
 
 def boot(name: str, count: int = 10**7, timeout: float = 30, memory_mb: int = 16, mode: str | None = None):

@@ -168,8 +168,11 @@ cdef struct Cpu:
     int irq_pending
     int irq_vector
     int int_shadow      # STI / MOV SS / POP SS: no interrupt before the next instruction
+    int db_pending      # a single-step #DB owed to an instruction that ended in an exit
+    int yield_now       # slow work (block invalidation, deliveries) used up the slice: return to the caller
+    uint64_t slow_work
     int intr_line       # the interrupt controller's INTR output (level)
-    int attention       # until_active | intr_line | irq_pending | int_shadow: one test per block
+    int attention       # until_active | intr_line | irq_pending | int_shadow | db_pending | yield_now
     uint32_t a20_mask   # 0xFFEFFFFF while the A20 gate is closed
     # ROM: mapped at the top of the 4 GiB space, and (read-only) below 1 MiB
     uint8_t* rom

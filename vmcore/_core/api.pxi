@@ -108,6 +108,7 @@ cdef class Engine:
         self.c.io_string = 0
         self.c.irq_pending = 0
         self.c.int_shadow = 0
+        self.c.db_pending = 0
         update_attention(self.c)
 
     def reset_real(self):

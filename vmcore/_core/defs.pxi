@@ -74,6 +74,7 @@ cdef enum:
 cdef enum:
     MAX_BLOCK_INSNS = 64
     REP_CHUNK = 65536       # elements of a REP string instruction per dispatch
+    SLOW_WORK_SLICE = 1 << 24   # block-cache entries scanned (and deliveries x 256) per run() slice
     HASH_BITS = 15
     HASH_SIZE = 32768
     BLOCK_ARENA = 65536

@@ -5,7 +5,23 @@
 
 cdef inline void update_attention(Cpu* c) noexcept nogil:
     """Recompute the one word the run loop tests on the way into every block."""
-    c.attention = c.until_active | c.intr_line | c.irq_pending | c.int_shadow
+    c.attention = c.until_active | c.intr_line | c.irq_pending | c.int_shadow | c.db_pending | c.yield_now
+
+cdef inline void add_slow_work(Cpu* c, uint64_t units) noexcept nogil:
+    """Work that retires no instruction (scanning the block cache, delivering exceptions):
+    past SLOW_WORK_SLICE units run() returns early (EXIT_BUDGET), so its caller's timeout holds
+    even for a guest that only faults or rewrites its code."""
+    c.slow_work += units
+    if c.slow_work > SLOW_WORK_SLICE and not c.yield_now:
+        c.yield_now = 1
+        update_attention(c)
+
+cdef inline void single_step_trap(Cpu* c) noexcept nogil:
+    """The #DB after an instruction that began with EFLAGS.TF set (SDM Vol. 3 §17.3.1.4)."""
+    c.dr[6] |= 0x4000
+    c.exc_vector = EXC_DB
+    c.exc_has_err = 0
+    c.exc_soft = 0
 
 cdef inline uint32_t hash_eip(uint32_t eip) noexcept nogil:
     return (eip ^ (eip >> HASH_BITS)) & (HASH_SIZE - 1)
@@ -52,6 +68,7 @@ cdef void invalidate_code(Cpu* c, uint32_t gpa_page) noexcept nogil:
     cdef Block* b
     c.code_map[gpa_page] = 0
     xlat_drop_page(c, gpa_page)
+    add_slow_work(c, c.nblocks + 64)
     for k in range(c.nblocks):
         b = &c.blocks[k]
         if b.valid and (b.page0 == gpa_page or b.page1 == gpa_page):
@@ -217,6 +234,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
     cdef uint32_t gpa
     cdef bint step_one
     c.exit_reason = EXIT_NONE
+    c.slow_work = 0
     while True:
         if c.icount >= stop_at:
             c.exit_reason = EXIT_BUDGET
@@ -224,6 +242,22 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
         step_one = False
         if c.attention:
             # the rare conditions, tested together on the way into every block
+            if c.yield_now:
+                c.yield_now = 0
+                c.slow_work = 0
+                update_attention(c)
+                c.exit_reason = EXIT_BUDGET
+                break
+            if c.db_pending:
+                # the single-step trap of an instruction that ended in an exit (I/O)
+                c.db_pending = 0
+                update_attention(c)
+                single_step_trap(c)
+                prev = NULL
+                stop_at -= 1 if stop_at else 0
+                if deliver(c):
+                    break
+                continue
             if c.until_active and c.eip == c.until_eip:
                 c.exit_reason = EXIT_UNTIL
                 break
@@ -310,10 +344,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                 mon_resync(c)
             if blk.mode_change & 2:
                 # TF was set when the instruction began: a single-step trap after it (SDM Vol. 3 §17.3.1.4)
-                c.dr[6] |= 0x4000
-                c.exc_vector = EXC_DB
-                c.exc_has_err = 0
-                c.exc_soft = 0
+                single_step_trap(c)
                 prev = NULL
                 stop_at -= 1 if stop_at else 0
                 if deliver(c):
@@ -342,9 +373,17 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                         elif rc == RC_EXIT:
                             c.icount += 1
                             c.eip = i.next_eip
+                            if blk.mode_change & 2:
+                                c.db_pending = 1
+                                update_attention(c)
                             break
                         elif rc == RC_EXIT_BEFORE:
                             break
+                        if (blk.mode_change & 2) and (rc == RC_NEXT or rc == RC_BRANCH):
+                            single_step_trap(c)
+                            stop_at -= 1 if stop_at else 0
+                            if deliver(c):
+                                break
                         continue
             stop_at -= 1 if stop_at else 0       # a delivery uses budget too: a guest faulting forever still ends
             if deliver(c):
@@ -352,6 +391,9 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
         elif rc == RC_EXIT:
             c.icount += 1
             c.eip = i.next_eip
+            if blk.mode_change & 2:
+                c.db_pending = 1        # delivered when run() resumes, before the next instruction
+                update_attention(c)
             break
         elif rc == RC_EXIT_BEFORE:
             c.eip = i.next_eip - i.len

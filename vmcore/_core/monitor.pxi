@@ -246,6 +246,7 @@ cdef int mon_deliver(Cpu* c) noexcept nogil:
 
 cdef inline int deliver(Cpu* c) noexcept nogil:
     """Deliver c.exc_vector; 1 if the run must end (triple fault)."""
+    add_slow_work(c, 256)
     if c.mon:
         return mon_deliver(c)
     return deliver_exception(c)
