@@ -168,9 +168,6 @@ cdef struct Cpu:
     int irq_pending
     int irq_vector
     int int_shadow      # STI / MOV SS / POP SS: no interrupt before the next instruction
-    int db_pending      # a single-step #DB owed to an instruction that ended in an exit
-    int yield_now       # slow work (block invalidation, deliveries) used up the slice: return to the caller
-    uint64_t slow_work
     int intr_line       # the interrupt controller's INTR output (level)
     int attention       # until_active | intr_line | irq_pending | int_shadow | db_pending | yield_now
     uint32_t a20_mask   # 0xFFEFFFFF while the A20 gate is closed
@@ -195,7 +192,6 @@ cdef struct Cpu:
     uint64_t n_smc_invalidations
     uint64_t n_cache_flushes
     uint64_t n_exceptions
-    uint64_t n_rep_chunks   # REP string instructions suspended after REP_CHUNK elements
     uint64_t n_exits[16]
     # the block cache: arenas of blocks and records, and a hash by EIP
     Block* cur_block    # the block being executed
@@ -234,3 +230,8 @@ cdef struct Cpu:
     uint64_t n_shadows_created
     uint64_t n_shadows_reused
     uint64_t n_shadows_dropped
+    # rare run-loop conditions (engine.pxi attend), kept after the hot fields
+    int db_pending      # a single-step #DB owed to an instruction that ended in an exit
+    int yield_now       # slow work (block invalidation, deliveries) used up the slice: return to the caller
+    uint64_t slow_work
+    uint64_t n_rep_chunks   # REP string instructions suspended after REP_CHUNK elements

@@ -223,6 +223,103 @@ cdef void set_until(Cpu* c, bint active, uint32_t eip) noexcept nogil:
         if b.valid and b.eip < eip and eip < b.end_eip:
             kill_block(c, b)
 
+cdef enum:
+    ATT_GO = 0          # attend(): run the next block
+    ATT_STEP = 1        # run one instruction (an interrupt waits behind an STI / MOV SS shadow)
+    ATT_EXIT = 2        # leave run() (cpu.exit_reason set)
+    ATT_DELIVER = 3     # deliver cpu.exc_vector first
+
+cdef int attend(Cpu* c) noexcept nogil:
+    """The rare conditions at a block boundary, in priority order (SDM Vol. 3 Table 6-2)."""
+    if c.yield_now:
+        c.yield_now = 0
+        c.slow_work = 0
+        update_attention(c)
+        c.exit_reason = EXIT_BUDGET
+        return ATT_EXIT
+    if c.db_pending:
+        # the single-step trap of an instruction that ended in an exit (I/O)
+        c.db_pending = 0
+        update_attention(c)
+        single_step_trap(c)
+        return ATT_DELIVER
+    if c.until_active and c.eip == c.until_eip:
+        c.exit_reason = EXIT_UNTIL
+        return ATT_EXIT
+    if c.intr_line and guest_if(c) and not c.int_shadow and not c.irq_pending:
+        # INTR is up and interrupts can be taken here: the monitor acknowledges the
+        # controller (INTA) and injects the vector it names (inject_interrupt)
+        c.exit_reason = EXIT_INTR
+        return ATT_EXIT
+    if c.irq_pending and guest_if(c) and not c.int_shadow:
+        # an external interrupt at this instruction boundary (SDM Vol. 3 §6.8.1)
+        c.irq_pending = 0
+        update_attention(c)
+        c.n_irqs += 1
+        c.exc_vector = c.irq_vector
+        c.exc_has_err = 0
+        c.exc_soft = 0
+        return ATT_DELIVER
+    # under an STI / MOV SS shadow with an interrupt waiting: one instruction
+    cdef bint step_one = c.int_shadow and (c.irq_pending or c.intr_line) and guest_if(c)
+    c.int_shadow = 0
+    update_attention(c)
+    return ATT_STEP if step_one else ATT_GO
+
+cdef int end_of_block(Cpu* c, Insn* i, Block* blk, int rc, uint64_t* stop_at) noexcept nogil:
+    """A block left early, at record i, with rc (not RC_NEXT or RC_BRANCH): a fault to deliver
+    (or, under the monitor, a trap to emulate), an exit, or a restart. 1: leave run()."""
+    if rc == RC_FAULT:
+        if c.exc_soft:
+            # INT n, INT3, INTO: a trap, whose frame holds the next instruction; if the
+            # delivery itself faults, that fault points back at the INT (exceptions.pxi)
+            c.icount += 1
+            c.exc_soft_start = i.next_eip - i.len
+            c.eip = i.next_eip
+        else:
+            c.eip = i.next_eip - i.len
+            if c.mon and c.exc_vector == EXC_GP and i.fn != h_CALLOUT:
+                # the monitor: a #GP of the deprivileged guest; emulate at the virtual privilege
+                rc = mon_trap(c, i)
+                if rc != RC_FAULT:
+                    if rc == RC_EXIT_BEFORE:
+                        return 1
+                    if rc == RC_RESTART:
+                        return end_of_block(c, i, blk, rc, stop_at)
+                    c.icount += 1
+                    if rc == RC_NEXT or rc == RC_EXIT:
+                        c.eip = i.next_eip
+                    if blk.mode_change & 2:
+                        # TF: the single-step trap after the emulated instruction
+                        if rc == RC_EXIT:
+                            c.db_pending = 1
+                            update_attention(c)
+                            return 1
+                        single_step_trap(c)
+                        stop_at[0] -= 1 if stop_at[0] else 0
+                        return deliver(c)
+                    return rc == RC_EXIT
+        stop_at[0] -= 1 if stop_at[0] else 0    # a delivery uses budget too: a guest faulting forever still ends
+        return deliver(c)
+    if rc == RC_EXIT:
+        c.icount += 1
+        c.eip = i.next_eip
+        if blk.mode_change & 2:
+            c.db_pending = 1        # delivered when run() resumes, before the next instruction
+            update_attention(c)
+        return 1
+    if rc == RC_EXIT_BEFORE:
+        c.eip = i.next_eip - i.len
+        return 1
+    # RC_RESTART: h_STALE set eip to the stale instruction, or a REP string instruction
+    # stopped after REP_CHUNK elements; look it up again. It uses as much of the budget as
+    # that many instructions would, so run() returns (for a timeout) within its slice.
+    if stop_at[0] - c.icount > REP_CHUNK:
+        stop_at[0] -= REP_CHUNK
+    else:
+        stop_at[0] = c.icount
+    return 0
+
 cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
     """Execute until an exit; returns cpu.exit_reason."""
     cdef uint64_t stop_at = c.icount + budget
@@ -241,48 +338,17 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             break
         step_one = False
         if c.attention:
-            # the rare conditions, tested together on the way into every block
-            if c.yield_now:
-                c.yield_now = 0
-                c.slow_work = 0
-                update_attention(c)
-                c.exit_reason = EXIT_BUDGET
+            # the rare conditions, tested together on the way into every block (attend)
+            rc = attend(c)
+            if rc == ATT_EXIT:
                 break
-            if c.db_pending:
-                # the single-step trap of an instruction that ended in an exit (I/O)
-                c.db_pending = 0
-                update_attention(c)
-                single_step_trap(c)
-                prev = NULL
-                stop_at -= 1 if stop_at else 0
-                if deliver(c):
-                    break
-                continue
-            if c.until_active and c.eip == c.until_eip:
-                c.exit_reason = EXIT_UNTIL
-                break
-            if c.intr_line and guest_if(c) and not c.int_shadow and not c.irq_pending:
-                # INTR is up and interrupts can be taken here: the monitor acknowledges the
-                # controller (INTA) and injects the vector it names (inject_interrupt)
-                c.exit_reason = EXIT_INTR
-                break
-            if c.irq_pending and guest_if(c) and not c.int_shadow:
-                # an external interrupt at this instruction boundary (SDM Vol. 3 §6.8.1)
-                c.irq_pending = 0
-                update_attention(c)
-                c.n_irqs += 1
-                c.exc_vector = c.irq_vector
-                c.exc_has_err = 0
-                c.exc_soft = 0
+            if rc == ATT_DELIVER:
                 prev = NULL
                 stop_at -= 1 if stop_at else 0       # a delivery uses budget too: a guest faulting forever still ends
                 if deliver(c):
                     break
                 continue
-            # under an STI / MOV SS shadow with an interrupt waiting: one instruction
-            step_one = c.int_shadow and (c.irq_pending or c.intr_line) and guest_if(c)
-            c.int_shadow = 0
-            update_attention(c)
+            step_one = rc == ATT_STEP
         blk = NULL
         if prev != NULL and prev.succ_epoch == c.epoch:
             if prev.succ[0] != NULL and prev.succ[0].eip == c.eip and prev.succ[0].valid:
@@ -352,59 +418,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             continue
         prev = NULL
         c.icount += <uint64_t>(i - blk.insns)
-        if rc == RC_FAULT:
-            if c.exc_soft:
-                # INT n, INT3, INTO: a trap, whose frame holds the next instruction; if the
-                # delivery itself faults, that fault points back at the INT (exceptions.pxi)
-                c.icount += 1
-                c.exc_soft_start = i.next_eip - i.len
-                c.eip = i.next_eip
-            else:
-                c.eip = i.next_eip - i.len
-                if c.mon and c.exc_vector == EXC_GP and i.fn != h_CALLOUT:
-                    # the monitor: a #GP of the deprivileged guest; emulate at the virtual privilege
-                    rc = mon_trap(c, i)
-                    if rc != RC_FAULT:
-                        if rc == RC_NEXT:
-                            c.icount += 1
-                            c.eip = i.next_eip
-                        elif rc == RC_BRANCH:
-                            c.icount += 1
-                        elif rc == RC_EXIT:
-                            c.icount += 1
-                            c.eip = i.next_eip
-                            if blk.mode_change & 2:
-                                c.db_pending = 1
-                                update_attention(c)
-                            break
-                        elif rc == RC_EXIT_BEFORE:
-                            break
-                        if (blk.mode_change & 2) and (rc == RC_NEXT or rc == RC_BRANCH):
-                            single_step_trap(c)
-                            stop_at -= 1 if stop_at else 0
-                            if deliver(c):
-                                break
-                        continue
-            stop_at -= 1 if stop_at else 0       # a delivery uses budget too: a guest faulting forever still ends
-            if deliver(c):
-                break
-        elif rc == RC_EXIT:
-            c.icount += 1
-            c.eip = i.next_eip
-            if blk.mode_change & 2:
-                c.db_pending = 1        # delivered when run() resumes, before the next instruction
-                update_attention(c)
+        if end_of_block(c, i, blk, rc, &stop_at):
             break
-        elif rc == RC_EXIT_BEFORE:
-            c.eip = i.next_eip - i.len
-            break
-        else:
-            # RC_RESTART: h_STALE set eip to the stale instruction, or a REP string instruction
-            # stopped after REP_CHUNK elements; look it up again. It uses as much of the budget as
-            # that many instructions would, so run() returns (for a timeout) within its slice.
-            if stop_at - c.icount > REP_CHUNK:
-                stop_at -= REP_CHUNK
-            else:
-                stop_at = c.icount
     c.cur_block = NULL
     return c.exit_reason

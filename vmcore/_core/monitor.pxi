@@ -244,7 +244,7 @@ cdef int mon_deliver(Cpu* c) noexcept nogil:
     to_real(c)
     return rc
 
-cdef inline int deliver(Cpu* c) noexcept nogil:
+cdef int deliver(Cpu* c) noexcept nogil:
     """Deliver c.exc_vector; 1 if the run must end (triple fault)."""
     add_slow_work(c, 256)
     if c.mon:
