@@ -119,6 +119,12 @@ GDT_ENTRIES = 16
 CR0_PE, CR0_ET, CR0_WP, CR0_PG = 1, 0x10, 1 << 16, 1 << 31
 CR4_PSE, CR4_PGE = 0x10, 0x80
 
+FLAT_GDT = """\
+    dq 0                                        ; null
+    dw 0xFFFF, 0x0000, 0x9A00, 0x00CF          ; 08: ring-0 code, base 0, 4 GiB
+    dw 0xFFFF, 0x0000, 0x9200, 0x00CF          ; 10: ring-0 data, base 0, 4 GiB
+"""
+
 IDENTITY_TABLES = """\
 %macro CLEAR_TABLES_IDENTITY 1      ; zero %1 pages from PD on; PT0 maps the 4 MiB of RAM one to one
     mov edi, PD
@@ -1122,10 +1128,7 @@ start:
     hlt                         ; not reached: the fault above must end in a triple fault
 align 8
 gdt_ok:
-    dq 0
-    dw 0xFFFF, 0x0000, 0x9A00, 0x00CF
-    dw 0xFFFF, 0x0000, 0x9200, 0x00CF
-gdt_ok_end:
+{FLAT_GDT}gdt_ok_end:
 idt_bad_sel:
 %rep 256
     dw 0x1000, 0x0050, 0x8E00, 0x0000          ; interrupt gates whose CS selector is past the GDT limit
@@ -1151,7 +1154,7 @@ t_idt_wrap:    dw 0x7FF
 
 
 # a multiboot image that proves a machine still works: EAX = 0x600D, then HLT
-ALIVE_SRC = """\
+ALIVE_SRC = f"""\
 bits 32
 org 0x100000
 MB_MAGIC equ 0x1BADB002
@@ -1173,10 +1176,7 @@ start:
     hlt
 align 8
 gdt:
-    dq 0
-    dw 0xFFFF, 0x0000, 0x9A00, 0x00CF
-    dw 0xFFFF, 0x0000, 0x9200, 0x00CF
-gdt_end:
+{FLAT_GDT}gdt_end:
 gdtr:
     dw gdt_end - gdt - 1
     dd gdt
@@ -1452,10 +1452,7 @@ start:
     hlt
 align 8
 gdt:
-    dq 0
-    dw 0xFFFF, 0x0000, 0x9A00, 0x00CF          ; 08: code
-    dw 0xFFFF, 0x0000, 0x9200, 0x00CF          ; 10: data
-    dw 0x2068, TSS & 0xFFFF, 0x8900 | (TSS >> 16), 0x0000   ; 18: 32-bit TSS with an 8 KiB I/O bitmap
+{FLAT_GDT}    dw 0x2068, TSS & 0xFFFF, 0x8900 | (TSS >> 16), 0x0000   ; 18: 32-bit TSS with an 8 KiB I/O bitmap
 gdt_end:
 gdtr:
     dw gdt_end - gdt - 1

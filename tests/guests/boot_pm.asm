@@ -13,12 +13,7 @@ org 0x7C00
 bits 16
 
 start:
-    cli
-    xor ax, ax
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov sp, 0x7C00
+    REAL_MODE_START 0x7C00
     PRINT `boot_pm: real mode\n`
 
     ; ---- segment arithmetic ------------------------------------------------------------

@@ -58,12 +58,7 @@ SIDT_BUF    equ 0x628                   ; 6 bytes
 org LOAD
 bits 16
 start:
-    cli
-    xor ax, ax
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov sp, STACK
+    REAL_MODE_START STACK
     lgdt [gdt_desc]
     mov eax, cr0
     or al, 1                            ; PE
