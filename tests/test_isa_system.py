@@ -252,6 +252,29 @@ def test_undefined_opcode(code_hex):
 
 
 # ---------------------------------------------------------------------------
+# ARPL (SDM Vol. 2 ARPL): raise a selector's RPL; ZF says whether it changed
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dest,src,after,zf", [
+    (0x0010, 0x0003, 0x0013, True),     # RPL 0 < 3: raised
+    (0x0013, 0x0001, 0x0013, False),    # RPL 3 >= 1: kept
+    (0x0012, 0x0002, 0x0012, False),    # equal: kept
+    (0xFFF0, 0x1231, 0xFFF1, True),     # only the RPL bits of the source count
+])
+def test_arpl(dest, src, after, zf):
+    code = asm("63 d8")         # 63 d8                 arpl ax, bx
+    m, _ = run_code(code, regs=dict(eax=0xABCD0000 | dest, ebx=src, eflags=FIXED1 | CF | (0 if zf else ZF)))
+    assert_regs(m, code, eax=0xABCD0000 | after)
+    assert_flags(m, CF | (ZF if zf else 0), code=code)      # only ZF changes
+
+    code = asm("63 0b")         # 63 0b                 arpl word ptr [ebx], cx
+    m, _ = run_code(code, regs=dict(ebx=DATA_GPA, ecx=src), mem={DATA_GPA: le32(0x55660000 | dest)})
+    want = (0x55660000 | dest) if (dest & 3) >= (src & 3) else (0x55660000 | (dest & 0xFFFC) | (src & 3))
+    assert read32(m, DATA_GPA) == want
+    assert_flags(m, ZF if (dest & 3) < (src & 3) else 0, mask=ZF, code=code)
+
+
+# ---------------------------------------------------------------------------
 # Flag control
 # ---------------------------------------------------------------------------
 

@@ -672,10 +672,10 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
         i.fn = h_WAIT
         return 0
     if op == 0x63:
-        if not c.pe:
-            return 1                    # ARPL is #UD in real mode
-        i.fn = h_UNIMPLEMENTED
-        return 1
+        if not c.pe or (c.eflags & FL_VM):
+            return 1                    # ARPL is #UD in real and virtual-8086 mode
+        i.fn = h_ARPL
+        return 0
     if op >= 0x100:
         return select_0f(c, i, op & 0xFF, reg, fm, vs)
     # valid one-byte opcodes whose semantics belong to the system architecture

@@ -347,6 +347,23 @@ cdef int h_LAR_LSL(Cpu* c, Insn* i) noexcept nogil:
     set_arith_flags(c, f | FL_ZF)
     return RC_NEXT
 
+cdef int h_ARPL(Cpu* c, Insn* i) noexcept nogil:
+    """63 /r ARPL r/m16, r16: raise the RPL of r/m16 to that of r16; ZF = 1 if it changed
+    (SDM Vol. 2 ARPL). Always 16-bit; the other flags are kept."""
+    cdef uint32_t dst, la = 0
+    cdef uint32_t src = getr_sz(c, i.reg, 1)
+    cdef uint32_t f
+    if load_E_w(c, i, 1, &dst, &la):
+        return RC_FAULT
+    f = compute_flags(c)
+    if (dst & 3) < (src & 3):
+        if store_E(c, i, 1, (dst & 0xFFFC) | (src & 3), la):
+            return RC_FAULT
+        set_arith_flags(c, f | FL_ZF)
+    else:
+        set_arith_flags(c, f & ~<uint32_t>FL_ZF)
+    return RC_NEXT
+
 cdef int h_VERR_VERW(Cpu* c, Insn* i) noexcept nogil:
     """0F 00 /4 VERR, /5 VERW (op 1): ZF = 1 if readable / writable from here."""
     cdef uint32_t sel, la = 0, lo, hi, gla, typ
