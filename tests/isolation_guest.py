@@ -125,6 +125,17 @@ FLAT_GDT = """\
     dw 0xFFFF, 0x0000, 0x9200, 0x00CF          ; 10: ring-0 data, base 0, 4 GiB
 """
 
+FLAT_ENTRY = """\
+%macro ENTER_FLAT_GDT 0                 ; load GDTR from gdtr, then CS = 0x08, DS = SS = 0x10
+    lgdt [gdtr]
+    jmp 0x08:%%cs
+%%cs:
+    mov ax, 0x10
+    mov ds, ax
+    mov ss, ax
+%endmacro
+"""
+
 IDENTITY_TABLES = """\
 %macro CLEAR_TABLES_IDENTITY 1      ; zero %1 pages from PD on; PT0 maps the 4 MiB of RAM one to one
     mov edi, PD
@@ -964,19 +975,14 @@ TOP_MARK = 0xB0000000
 SEGMENTS_SRC = f"""\
 ; (b) DS/ES/FS/GS with base 0 and base 0xFFC00000 (limit 4 GiB), used to write everywhere they reach.
 bits 32
-{IDENTITY_TABLES}org {GUEST_GPA:#x}
+{FLAT_ENTRY}{IDENTITY_TABLES}org {GUEST_GPA:#x}
 RES equ {RESULTS:#x}
 PD  equ 0x10000
 PT0 equ 0x11000
 PTT equ 0x12000             ; the page table of the top 4 MiB of linear space
 start:
     cld
-    lgdt [gdtr]
-    jmp 0x08:.cs
-.cs:
-    mov ax, 0x10
-    mov ds, ax
-    mov ss, ax
+    ENTER_FLAT_GDT
     mov ax, 0x20                ; ES: base 0xFFC00000, limit 4 GiB
     mov es, ax
     mov ax, 0x18                ; GS: base 0, limit 4 GiB
@@ -1156,19 +1162,14 @@ t_idt_wrap:    dw 0x7FF
 # a multiboot image that proves a machine still works: EAX = 0x600D, then HLT
 ALIVE_SRC = f"""\
 bits 32
-org 0x100000
+{FLAT_ENTRY}org 0x100000
 MB_MAGIC equ 0x1BADB002
 MB_FLAGS equ 0x00010000
 header:
     dd MB_MAGIC, MB_FLAGS, -(MB_MAGIC + MB_FLAGS)
     dd header, header, image_end, 0, start
 start:
-    lgdt [gdtr]
-    jmp 0x08:.cs
-.cs:
-    mov ax, 0x10
-    mov ds, ax
-    mov ss, ax
+    ENTER_FLAT_GDT
     mov esp, 0x90000
     push dword 0x600D
     pop eax

@@ -21,8 +21,8 @@ from vmcore.devices import Cmos, PicPair, Pit8254, PortWindow, PostCode, SystemC
 from vmcore.devices.clock import Clock, make_clock
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
 from vmcore.loaders.flat import load_flat
-from vmcore.monitor.supervisor import Supervisor, monitor_stats
 from vmcore.loaders.multiboot import load_multiboot
+from vmcore.monitor.supervisor import Supervisor, monitor_stats
 
 MODES = ("bare", "bt", "trap")     # ARCHITECTURE.md "Modes"
 DEFAULT_MODE = "bt"                 # passes all that bare passes (tests/test_monitor_modes.py); VMCORE_MODE overrides

@@ -246,18 +246,14 @@ cdef class Engine:
         """gla -> gpa through the guest's page tables, as a supervisor read, without touching
         anything (no accessed bits, no TLB or shadow fill, no fault); None if not present."""
         cdef Cpu* c = self.c
-        cdef uint32_t pde, pte
+        cdef uint32_t pde_gpa, pde, pte_gpa, pte
+        cdef bint big
         if not (c.cr0 & CR0_PG):
             return gla & c.a20_mask
-        pde = phys_rd32(c, (c.cr3 & 0xFFFFF000U) | ((gla >> 20) & 0xFFC))
-        if not (pde & PTE_P):
+        big = guest_entries(c, gla, &pde_gpa, &pde, &pte_gpa, &pte)
+        if not (pde & PTE_P) or not (pte & PTE_P):
             return None
-        if (c.cr4 & CR4_PSE) and (pde & PTE_PS):
-            return ((pde & 0xFFC00000U) | (gla & 0x3FFFFF)) & c.a20_mask
-        pte = phys_rd32(c, (pde & 0xFFFFF000U) | ((gla >> 10) & 0xFFC))
-        if not (pte & PTE_P):
-            return None
-        return ((pte & 0xFFFFF000U) | (gla & 0xFFF)) & c.a20_mask
+        return guest_frame_gpa(gla, pte, big) & c.a20_mask
 
     property code32:
         def __get__(self):

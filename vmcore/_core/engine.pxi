@@ -88,19 +88,22 @@ cdef void invalidate_gpa_range(Cpu* c, uint32_t gpa, uint32_t size) noexcept nog
             shadow_flush_all(c)
         page += 1
 
+cdef inline void mark_code_gpa(Cpu* c, uint32_t page, uint32_t off, uint32_t size) noexcept nogil:
+    """Bytes [off, off + size) of gpa page hold code: writes to the page now reach mem_slow."""
+    if c.code_map[page] == 0:
+        tlb_drop_write(c, page)
+    c.code_map[page] |= chunk_bits(off, size)
+
 cdef void mark_code(Cpu* c, uint32_t gla_start, uint32_t gla_end) noexcept nogil:
     """Record that [gla_start, gla_end) holds decoded code (one or two pages)."""
     cdef uint32_t gla = gla_start
-    cdef uint32_t gpa, chunk_end, page
+    cdef uint32_t gpa, chunk_end
     while gla != gla_end:
         chunk_end = (gla | 0xFFF) + 1
         if chunk_end - gla > gla_end - gla:
             chunk_end = gla_end
         if translate(c, gla, &gpa) == 0 and gpa < c.ram_size:
-            page = gpa >> 12
-            if c.code_map[page] == 0:
-                tlb_drop_write(c, page)
-            c.code_map[page] |= chunk_bits(gpa & 0xFFF, chunk_end - gla)
+            mark_code_gpa(c, gpa >> 12, gpa & 0xFFF, chunk_end - gla)
         gla = chunk_end
 
 cdef Block* lookup(Cpu* c, uint32_t eip, uint32_t gpa) noexcept nogil:

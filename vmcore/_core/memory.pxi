@@ -103,31 +103,39 @@ cdef int page_fault(Cpu* c, uint32_t gla, uint32_t err) noexcept nogil:
     c.n_page_faults += 1
     return RC_FAULT
 
+cdef inline bint guest_entries(Cpu* c, uint32_t gla, uint32_t* pde_gpa, uint32_t* pde, uint32_t* pte_gpa,
+                               uint32_t* pte) noexcept nogil:
+    """The guest's PDE and PTE for gla, read without side effects; True for a 4 MiB page
+    (CR4.PSE and PDE.PS), whose PTE is the PDE itself. pte = 0 if the PDE is not present."""
+    pde_gpa[0] = (c.cr3 & 0xFFFFF000U) | ((gla >> 20) & 0xFFC)
+    pde[0] = phys_rd32(c, pde_gpa[0])
+    if (c.cr4 & CR4_PSE) and (pde[0] & PTE_PS):
+        pte_gpa[0] = pde_gpa[0]
+        pte[0] = pde[0]
+        return True
+    pte_gpa[0] = (pde[0] & 0xFFFFF000U) | ((gla >> 10) & 0xFFC)
+    pte[0] = phys_rd32(c, pte_gpa[0]) if pde[0] & PTE_P else 0
+    return False
+
+cdef inline uint32_t guest_frame_gpa(uint32_t gla, uint32_t pte, bint big) noexcept nogil:
+    """Where gla lands through its (present) PTE: a 4 KiB or a 4 MiB frame."""
+    if big:
+        return (pte & 0xFFC00000U) | (gla & 0x3FFFFF)
+    return (pte & 0xFFFFF000U) | (gla & 0xFFF)
+
 cdef int page_walk(Cpu* c, uint32_t gla, int is_write, uint32_t* gpa, uint32_t* writable,
                    uint32_t* is_global) noexcept nogil:
     """32-bit paging with 4 KiB and (CR4.PSE) 4 MiB pages: permissions, accessed and
     dirty bits, #PF with CR2 and the error code (SDM Vol. 3 §4.3, §4.6, §4.7, §4.8)."""
     cdef bint user = c.cpl == 3 and not c.sys_access
     cdef uint32_t err = (PF_W if is_write else 0) | (PF_U if user else 0)
-    cdef uint32_t pde_gpa = (c.cr3 & 0xFFFFF000U) | ((gla >> 20) & 0xFFC)
-    cdef uint32_t pde = phys_rd32(c, pde_gpa)
-    cdef uint32_t pte_gpa, pte, rw, us
-    cdef bint big
+    cdef uint32_t pde_gpa, pde, pte_gpa, pte, rw, us
+    cdef bint big = guest_entries(c, gla, &pde_gpa, &pde, &pte_gpa, &pte)
     c.n_page_walks += 1
-    if not (pde & PTE_P):
+    if not (pde & PTE_P) or not (pte & PTE_P):
         return page_fault(c, gla, err)
-    big = (c.cr4 & CR4_PSE) != 0 and (pde & PTE_PS) != 0
-    if big:
-        pte = pde
-        rw = pde & PTE_RW
-        us = pde & PTE_US
-    else:
-        pte_gpa = (pde & 0xFFFFF000U) | ((gla >> 10) & 0xFFC)
-        pte = phys_rd32(c, pte_gpa)
-        if not (pte & PTE_P):
-            return page_fault(c, gla, err)
-        rw = pde & pte & PTE_RW
-        us = pde & pte & PTE_US
+    rw = pde & pte & PTE_RW
+    us = pde & pte & PTE_US
     if user:
         if not us or (is_write and not rw):
             return page_fault(c, gla, err | PF_P)
@@ -138,11 +146,8 @@ cdef int page_walk(Cpu* c, uint32_t gla, int is_write, uint32_t* gpa, uint32_t* 
         phys_wr32(c, pde_gpa, pde | PTE_A)
     if not (pte & PTE_A) or (is_write and not (pte & PTE_D)):
         pte |= PTE_A | (PTE_D if is_write else 0)
-        phys_wr32(c, pde_gpa if big else pte_gpa, pte)
-    if big:
-        gpa[0] = (pte & 0xFFC00000U) | (gla & 0x3FFFFF)
-    else:
-        gpa[0] = (pte & 0xFFFFF000U) | (gla & 0xFFF)
+        phys_wr32(c, pte_gpa, pte)
+    gpa[0] = guest_frame_gpa(gla, pte, big)
     # a fast write needs the dirty bit already set and the right to write at this privilege
     writable[0] = 1 if (pte & PTE_D) and (rw or (not user and not (c.cr0 & CR0_WP))) else 0
     is_global[0] = 1 if (pte & PTE_G) and (c.cr4 & CR4_PGE) else 0

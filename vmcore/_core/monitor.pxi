@@ -116,16 +116,20 @@ cdef inline void compress_descriptor(Cpu* c, uint32_t* hi) noexcept nogil:
         c.desc_adj = 0x2000
         hi[0] |= 0x2000
 
+cdef inline int emulate(Cpu* c, handler_t fn, Insn* i) noexcept nogil:
+    """The monitor's emulation of one instruction: its handler, in the virtual context."""
+    cdef int rc
+    to_virtual(c)
+    rc = fn(c, i)
+    to_real(c)
+    return rc
+
 cdef int h_CALLOUT(Cpu* c, Insn* i) noexcept nogil:
     """bt: a sensitive instruction of guest-kernel code, run by the monitor in the
     virtual context instead of as it is (the handler it replaces is in callout_fn)."""
     cdef size_t slot = i - c.insn_pool
-    cdef int rc
     c.n_callouts[c.callout_kind[slot]] += 1
-    to_virtual(c)
-    rc = c.callout_fn[slot](c, i)
-    to_real(c)
-    return rc
+    return emulate(c, c.callout_fn[slot], i)
 
 cdef inline int peek_code(Cpu* c, uint32_t gla) noexcept nogil:
     """A code byte through the TLB when it hits (fetch8 otherwise)."""
@@ -224,10 +228,7 @@ cdef int mon_trap(Cpu* c, Insn* i) noexcept nogil:
     """A #GP at the real privilege (eip at the instruction): emulate the instruction at
     the virtual one. RC_FAULT means the guest itself faults (exception set, virtual)."""
     cdef int kind = trap_kind(c)
-    cdef int rc
-    to_virtual(c)
-    rc = i.fn(c, i)
-    to_real(c)
+    cdef int rc = emulate(c, i.fn, i)
     if rc != RC_FAULT:
         c.n_traps[kind] += 1
     return rc
@@ -293,9 +294,7 @@ cdef int xlat_set(Cpu* c, uint32_t gpa, int action, uint32_t length) noexcept no
     n = length if length else 1
     if n > 4096 - off:
         n = 4096 - off
-    if c.code_map[page] == 0:
-        tlb_drop_write(c, page)
-    c.code_map[page] |= chunk_bits(off, n)
+    mark_code_gpa(c, page, off, n)
     return 0
 
 cdef void xlat_drop_page(Cpu* c, uint32_t page) noexcept nogil:

@@ -229,13 +229,9 @@ cdef void seg_flat(Cpu* c, int idx, uint32_t sel, uint32_t attr) noexcept nogil:
 
 cdef int h_SYSENTER(Cpu* c, Insn* i) noexcept nogil:
     """0F 34: to CPL 0 at SYSENTER_EIP with SYSENTER_ESP, flat CS = SYSENTER_CS, SS = CS + 8."""
-    cdef int rc
     if c.mon and not c.vctx:
         # the real SYSENTER MSRs are the monitor's: it enters the guest kernel itself
-        to_virtual(c)
-        rc = h_SYSENTER(c, i)
-        to_real(c)
-        return rc
+        return emulate(c, h_SYSENTER, i)
     if not c.pe or (c.msr_sysenter_cs & 0xFFFC) == 0:
         return fault_err(c, EXC_GP, 0)
     c.eflags &= ~<uint32_t>(FL_VM | FL_IF | FL_RF)

@@ -109,19 +109,11 @@ cdef ShadowRoot* shadow_root(Cpu* c) noexcept nogil:
 cdef int shadow_fill(Cpu* c, ShadowRoot* r, uint32_t gla) noexcept nogil:
     """Compose the guest's (just walked, valid) translation of gla into the shadow."""
     cdef uint32_t pdi = gla >> 22
-    cdef uint32_t pde_gpa = (c.cr3 & 0xFFFFF000U) | ((gla >> 20) & 0xFFC)
-    cdef uint32_t pde = phys_rd32(c, pde_gpa)
-    cdef uint32_t pte, src, frame, bits
-    if (c.cr4 & CR4_PSE) and (pde & PTE_PS):
-        src = SRC_BIG
-        pte = pde
-        bits = pde & (PTE_RW | PTE_US)
-        frame = (pde & 0xFFC00000U) | (gla & 0x3FF000)
-    else:
-        src = pde >> 12
-        pte = phys_rd32(c, (pde & 0xFFFFF000U) | ((gla >> 10) & 0xFFC))
-        bits = pde & pte & (PTE_RW | PTE_US)
-        frame = pte & 0xFFFFF000U
+    cdef uint32_t pde_gpa, pde, pte_gpa, pte
+    cdef bint big = guest_entries(c, gla, &pde_gpa, &pde, &pte_gpa, &pte)
+    cdef uint32_t src = SRC_BIG if big else pde >> 12
+    cdef uint32_t bits = pde & pte & (PTE_RW | PTE_US)
+    cdef uint32_t frame = guest_frame_gpa(gla, pte, big) & 0xFFFFF000U
     if r.pde_src[pdi] != src:
         shadow_drop_pde(c, r, pdi)
         if r.spt[pdi] == NULL:

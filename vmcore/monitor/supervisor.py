@@ -61,9 +61,8 @@ class Supervisor:
         self._last_miss = miss
         ram_size = self.memory.size
         page_end = (gpa | (PAGE_SIZE - 1)) + 1
-        for page in {gpa >> 12}:
-            if not engine.xlat_page_present(page):
-                self.scanner.invalidate_page(page)      # written since it was scanned: the scan is stale
+        if not engine.xlat_page_present(gpa >> 12):
+            self.scanner.invalidate_page(gpa >> 12)     # written since it was scanned: the scan is stale
         code = bytes(self.memory[gpa:min(page_end, ram_size)])
         next_gpa = engine.code_gpa_of((gla | (PAGE_SIZE - 1)) + 1)
         next_page = None
