@@ -115,6 +115,7 @@ class Gen:
         self.pending: list[str] = []
         self.family = ""
         self.families = [f for f in FAMILIES if f not in EXCLUDED and f not in excluded]
+        self.straight_line = False      # only simple steps: no stack groups, branches, calls or loops
 
     # -- emission -------------------------------------------------------------------------
     def label(self) -> str:
@@ -1122,7 +1123,7 @@ class Gen:
 
     def step(self):
         r = self.rng.random()
-        if r < 0.64:
+        if self.straight_line or r < 0.64:
             self.simple()
         elif r < 0.76:
             self.family = "stack"
@@ -1207,12 +1208,13 @@ def layout(items) -> bytes:
     return bytes(out)
 
 
-def generate(seed: int, n_steps: int | None = None, excluded=()) -> Program:
+def generate(seed: int, n_steps: int | None = None, excluded=(), straight_line: bool = False) -> Program:
     """The program for ``seed``: ~30-100 steps (each one instruction with its setup, or a small
     group), random registers, random status flags and DF, random data and stack pages."""
     for attempt in range(50):
         rng = random.Random(seed * 1000 + attempt)
         g = Gen(rng, excluded)
+        g.straight_line = straight_line
         try:
             for _ in range(n_steps or rng.randrange(30, 101)):
                 g.step()

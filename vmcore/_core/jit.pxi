@@ -51,6 +51,9 @@ cdef extern from "jit_emit.h" nogil:
     void vmj_emit_guest_mem32(vmj_arena* a, uint8_t op, int guest_reg, int guest_base, uint32_t disp)
     void vmj_emit_alu_rr(vmj_arena* a, uint8_t op, int guest_dst, int guest_src)
 
+cdef extern from "jit_reencode.h" nogil:
+    int vmj_reencode(vmj_arena* a, const uint8_t* g, int avail)
+
 ctypedef uint32_t (*vmj_entry_t)(vmj_state* s) noexcept nogil
 
 JIT_ALU_OPS = {"add": 0x01, "or": 0x09, "and": 0x21, "sub": 0x29, "xor": 0x31, "cmp": 0x39}
@@ -111,23 +114,55 @@ cdef class JitProbe:
                       "protect", gla_page)
 
     def run(self, ops, regs, uint32_t eflags=0):
-        cdef size_t[256] starts
-        cdef size_t n = len(ops), k, fault_exit, off
-        cdef uint32_t rc
-        cdef vmj_entry_t entry
-        if n > 255:
-            raise ValueError("at most 255 operations")
-        if len(regs) != 8:
-            raise ValueError("regs: the eight guest GPRs, EAX..EDI")
+        self._begin()
+        starts = []
+        for op in ops:
+            _check_op(op)
+            starts.append(self.arena.used)
+            if op[0] == "load" or op[0] == "store":
+                vmj_emit_guest_mem32(&self.arena, 0x8B if op[0] == "load" else 0x89, op[1], op[2],
+                                     <uint32_t>(op[3] & 0xFFFFFFFF))
+            else:
+                vmj_emit_alu_rr(&self.arena, JIT_ALU_OPS[op[0]], op[1], op[2])
+        return self._execute(starts, regs, eflags)
+
+    def run_guest(self, const uint8_t[:] code, regs, uint32_t eflags=0, size_t max_insns=1000):
+        """Re-encode guest instructions from the start of ``code`` until one is not translated (or
+        max_insns), and run them. The result's ``translated`` counts them, ``lengths`` gives
+        their guest lengths; ``fault_index`` is the instruction that faulted."""
+        cdef size_t at = 0, n = 0
+        cdef int length
+        self._begin()
+        starts = []
+        lengths = []
+        while n < max_insns and at < <size_t>code.shape[0]:
+            starts.append(self.arena.used)
+            length = vmj_reencode(&self.arena, &code[at], <int>(code.shape[0] - at))
+            if length == 0:
+                starts.pop()
+                break
+            lengths.append(length)
+            at += length
+            n += 1
+        result = self._execute(starts, regs, eflags)
+        result["translated"] = n
+        result["lengths"] = lengths
+        return result
+
+    def _begin(self):
         if not self.arena.writable and vmj_arena_unseal(&self.arena) != 0:
             raise OSError("unsealing the code arena")
         self.arena.used = 0
         self.arena.overflow = 0
         vmj_emit_prologue(&self.arena)
-        for k in range(n):
-            starts[k] = self.arena.used
-            self._emit_op(ops[k])
-        starts[n] = self.arena.used
+
+    def _execute(self, starts, regs, uint32_t eflags):
+        cdef size_t k, fault_exit, off, n = len(starts)
+        cdef uint32_t rc
+        cdef vmj_entry_t entry
+        if len(regs) != 8:
+            raise ValueError("regs: the eight guest GPRs, EAX..EDI")
+        starts = starts + [self.arena.used]
         vmj_emit_exit(&self.arena, VMJ_EXIT_END)
         fault_exit = self.arena.used
         vmj_emit_exit(&self.arena, VMJ_EXIT_FAULT)
@@ -163,13 +198,19 @@ cdef class JitProbe:
             result.update(fault_gla=self.ctx.fault.gla, fault_write=bool(self.ctx.fault.write), fault_index=index)
         return result
 
-    def _emit_op(self, op):
-        _check_op(op)
-        if op[0] == "load" or op[0] == "store":
-            vmj_emit_guest_mem32(&self.arena, 0x8B if op[0] == "load" else 0x89, op[1], op[2],
-                                 <uint32_t>(op[3] & 0xFFFFFFFF))
-        else:
-            vmj_emit_alu_rr(&self.arena, JIT_ALU_OPS[op[0]], op[1], op[2])
+
+def jit_reencode(const uint8_t[:] guest):
+    """(guest length, host bytes) of the first instruction of ``guest``; (0, b"") if not translated."""
+    cdef vmj_arena a
+    cdef int n
+    if guest.shape[0] == 0:
+        return 0, b""
+    if vmj_arena_open(&a, 4096) != 0:
+        raise OSError("mapping a scratch arena")
+    n = vmj_reencode(&a, &guest[0], <int>guest.shape[0])
+    host = bytes(a.base[:a.used])
+    vmj_arena_close(&a)
+    return n, host
 
 
 def _check_op(op):

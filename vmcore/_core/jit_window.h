@@ -12,7 +12,9 @@
 #ifndef VMCORE_JIT_WINDOW_H
 #define VMCORE_JIT_WINDOW_H
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
