@@ -329,7 +329,9 @@ class Machine:
     def _on_reset(self) -> None:
         self._reset_requested = True
 
-    def _do_io(self) -> None:
+    def _do_io(self) -> bool:
+        """Complete the pending port access; True if completing it shut the machine down (the
+        store of an INS faulted, and delivering that fault failed twice)."""
         port, size, is_in, value = self._engine.io_request()
         mask = (1 << (8 * size)) - 1
         if is_in:
@@ -341,12 +343,12 @@ class Machine:
                         break
             if result is None:
                 result = self.bus.read(port, size)
-            self._engine.io_complete_in(int(result) & mask)
-        else:
-            for h in self._hooks:
-                if h.kind == HOOK_IO_OUT and h.begin <= port <= h.end:
-                    h.callback(self, port, size, value)
-            self.bus.write(port, size, value)
+            return self._engine.io_complete_in(int(result) & mask)
+        for h in self._hooks:
+            if h.kind == HOOK_IO_OUT and h.begin <= port <= h.end:
+                h.callback(self, port, size, value)
+        self.bus.write(port, size, value)
+        return False
 
     # ---- running ------------------------------------------------------------------------
     def run(self, count: int | None = None, timeout: float | None = None, until: int | None = None) -> RunResult:
@@ -390,8 +392,10 @@ class Machine:
                     self.exit_trace(self._describe_exit(code))
                 if code == _EXIT_IO:
                     self._exits["io"] += 1
-                    self._do_io()
-                    if self._debug_exit_status is not None:
+                    if self._do_io():
+                        self._exits["shutdown"] += 1
+                        exit_kind, reason = Exit.SHUTDOWN, self._shutdown_reason()
+                    elif self._debug_exit_status is not None:
                         exit_kind = Exit.DEBUG_EXIT
                         reason = f"guest wrote to the debug-exit port: status {self._debug_exit_status}"
                     elif self._reset_requested:

@@ -191,6 +191,7 @@ cdef struct Cpu:
     uint64_t n_unmapped_writes
     uint64_t n_smc_invalidations
     uint64_t n_cache_flushes
+    uint64_t n_chain_evictions   # blocks dropped from a full hash bucket
     uint64_t n_exceptions
     uint64_t n_exits[16]
     # the block cache: arenas of blocks and records, and a hash by EIP

@@ -40,6 +40,9 @@ cdef class Engine:
         self.ram_view = ram
         if self.ram_view.shape[0] < 4096 or self.ram_view.shape[0] > 0xC0000000U:
             raise ValueError("guest RAM must be 4 KiB .. 3 GiB")
+        if self.ram_view.shape[0] & 0xFFF:
+            # the TLB maps whole pages: a partial last page would expose host memory past the array
+            raise ValueError(f"guest RAM must be a whole number of 4 KiB pages, not {self.ram_view.shape[0]} bytes")
         self.c.ram = &self.ram_view[0]
         self.c.ram_size = <uint32_t>self.ram_view.shape[0]
         self.c.ram_pages = (self.c.ram_size + 0xFFF) >> 12
@@ -236,11 +239,22 @@ cdef class Engine:
         """The scanner's action (ACT_* code) for the instruction at gpa."""
         if self.c.xlat == NULL:
             raise ValueError("translations exist only in the bt mode")
+        if not ACT_IDENT <= action < ACT_CALLOUT + N_CALLOUT_KINDS:
+            raise ValueError(f"action {action} is not an ACT_* code (1 .. {ACT_CALLOUT + N_CALLOUT_KINDS - 1})")
         return xlat_set(self.c, gpa, action, length) == 0
 
     def xlat_page_present(self, uint32_t gpa_page):
         """Whether the engine holds translations for gpa_page (none since its last write)."""
         return self.c.xlat != NULL and gpa_page < self.c.ram_pages and self.c.xlat[gpa_page] != NULL
+
+    def code_bytes(self, uint32_t gpa, uint32_t size):
+        """``size`` bytes from gpa as instruction fetches read them (ROM windows, open bus), not
+        as RAM holds them: what the scanner must classify."""
+        cdef bytearray out = bytearray(size)
+        cdef uint32_t k
+        for k in range(size):
+            out[k] = phys_code_byte(self.c, <uint32_t>(gpa + k))
+        return bytes(out)
 
     def code_gpa_of(self, uint32_t gla):
         """gla -> gpa through the guest's page tables, as a supervisor read, without touching
@@ -440,12 +454,14 @@ cdef class Engine:
         return (self.c.io_port, self.c.io_size, bool(self.c.io_is_in), self.c.io_value)
 
     def io_complete_in(self, uint32_t value):
-        """Deliver the value of a pending IN into AL/AX/EAX (INS: to ES:(E)DI)."""
+        """Deliver the value of a pending IN into AL/AX/EAX (INS: to ES:(E)DI). True if the
+        store of an INS faulted into a triple fault: the machine shuts down."""
         cdef int sz = 0 if self.c.io_size == 1 else (1 if self.c.io_size == 2 else 2)
         if self.c.io_string:
-            ins_complete(self.c, value)
-            return
+            self.c.exit_reason = EXIT_NONE
+            return ins_complete(self.c, value) != 0 and self.c.exit_reason == EXIT_SHUTDOWN
         setr_sz(self.c, R_EAX, sz, value)
+        return False
 
     def first_exception(self):
         """(vector, error code or None, eip) of the last exception chain's first exception."""
@@ -490,6 +506,7 @@ cdef class Engine:
             "unmapped_writes": c.n_unmapped_writes,
             "smc_invalidations": c.n_smc_invalidations,
             "cache_flushes": c.n_cache_flushes,
+            "chain_evictions": c.n_chain_evictions,
             "exceptions": c.n_exceptions,
             "rep_chunks": c.n_rep_chunks,
             "interrupts": c.n_irqs,

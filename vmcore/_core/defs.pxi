@@ -76,6 +76,7 @@ cdef enum:
     REP_CHUNK = 65536       # elements of a REP string instruction per dispatch
     SLOW_WORK_SLICE = 1 << 24   # block-cache entries scanned (and deliveries x 256) per run() slice
     HASH_BITS = 15
+    MAX_CHAIN = 16            # blocks per hash bucket (a guest can make many at one EIP)
     HASH_SIZE = 32768
     BLOCK_ARENA = 65536
     INSN_ARENA = 1048576

@@ -23,8 +23,11 @@ cdef inline void single_step_trap(Cpu* c) noexcept nogil:
     c.exc_has_err = 0
     c.exc_soft = 0
 
-cdef inline uint32_t hash_eip(uint32_t eip) noexcept nogil:
-    return (eip ^ (eip >> HASH_BITS)) & (HASH_SIZE - 1)
+cdef inline uint32_t hash_eip(uint32_t eip, uint32_t cs_base) noexcept nogil:
+    """The bucket of a block: by its linear address, so that real-mode code at one IP under
+    many CS bases spreads over the table."""
+    cdef uint32_t gla = eip + cs_base
+    return (gla ^ (gla >> HASH_BITS) ^ (cs_base >> 4)) & (HASH_SIZE - 1)
 
 cdef inline uint32_t mode_key(Cpu* c) noexcept nogil:
     """What decoding depends on besides the bytes: code and stack size, protection."""
@@ -47,7 +50,7 @@ cdef void cache_flush(Cpu* c) noexcept nogil:
     xlat_drop_all(c)        # the code map no longer guards them
 
 cdef void unhash(Cpu* c, Block* b) noexcept nogil:
-    cdef Block** link = &c.htab[hash_eip(b.eip)]
+    cdef Block** link = &c.htab[hash_eip(b.eip, b.cs_base)]
     while link[0] != NULL:
         if link[0] == b:
             link[0] = b.hash_next
@@ -95,38 +98,46 @@ cdef inline void mark_code_gpa(Cpu* c, uint32_t page, uint32_t off, uint32_t siz
     c.code_map[page] |= chunk_bits(off, size)
 
 cdef void mark_code(Cpu* c, uint32_t gla_start, uint32_t gla_end) noexcept nogil:
-    """Record that [gla_start, gla_end) holds decoded code (one or two pages)."""
+    """Record that [gla_start, gla_end) holds decoded code: at most two pages (a block never
+    spans more; 16-bit code that wraps at IP 0xFFFF is marked as two ranges by its caller)."""
     cdef uint32_t gla = gla_start
     cdef uint32_t gpa, chunk_end
-    while gla != gla_end:
+    cdef int pages = 0
+    while gla != gla_end and pages < 2:
         chunk_end = (gla | 0xFFF) + 1
         if chunk_end - gla > gla_end - gla:
             chunk_end = gla_end
-        if translate(c, gla, &gpa) == 0 and gpa < c.ram_size:
+        if translate_quiet(c, gla, &gpa) == 0 and gpa < c.ram_size:
             mark_code_gpa(c, gpa >> 12, gpa & 0xFFF, chunk_end - gla)
         gla = chunk_end
+        pages += 1
+    add_slow_work(c, 16 * pages)
 
 cdef Block* lookup(Cpu* c, uint32_t eip, uint32_t gpa) noexcept nogil:
-    cdef Block* b = c.htab[hash_eip(eip)]
     cdef uint32_t cs_base = c.seg[S_CS].base
+    cdef Block* b = c.htab[hash_eip(eip, cs_base)]
     cdef uint32_t mode = mode_key(c)
+    cdef uint32_t walked = 0
     c.n_block_lookups += 1
     while b != NULL:
         if b.eip == eip and b.gpa == gpa and b.cs_base == cs_base and b.mode == mode:
             return b
         b = b.hash_next
+        walked += 1
+    add_slow_work(c, walked)        # chains are bounded (MAX_CHAIN), and their walks counted
     return NULL
 
 cdef inline int code_gpa(Cpu* c, uint32_t gla, uint32_t* gpa) noexcept nogil:
     """Where the next instruction's first byte is, through the TLB when it can be."""
     cdef TlbEntry* e
     if not (c.cr0 & CR0_PG):
-        gpa[0] = gla
+        gpa[0] = gla & c.a20_mask       # as decode_block records it: an A20 alias hits
         return 0
     e = &c.tlb[(gla >> 12) & (TLB_SIZE - 1)]
-    if e.tag_r == (gla & 0xFFFFF000U):
+    if e.tag_r == (gla & 0xFFFFF000U) and e.gpa_page != 0xFFFFFFFEU:
         gpa[0] = (e.gpa_page << 12) | (gla & 0xFFF)
         return 0
+    # a miss, or a ROM page (whose entry does not name its gpa): the gpa decode_block records
     return translate(c, gla, gpa)
 
 cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) noexcept nogil:
@@ -137,9 +148,10 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
     replacing its handler; NULL if the first one is not scanned (xlat_miss_*)."""
     cdef Block* b
     cdef Insn* insns
-    cdef uint32_t n = 0, cur = eip, gpa
+    cdef uint32_t n = 0, cur = eip, gpa, last_gla, chain = 0
     cdef uint32_t cs_base = c.seg[S_CS].base
-    cdef bint ends
+    cdef bint ends, wrapped = False
+    cdef Block* tail
     cdef bint xl = c.mon == MON_BT and c.vring0
     cdef int act = ACT_IDENT
     cdef size_t slot
@@ -170,9 +182,11 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
             c.callout_fn[slot] = insns[n].fn
             c.callout_kind[slot] = <uint8_t>(act - ACT_CALLOUT)
             insns[n].fn = h_CALLOUT
+        # 16-bit code whose IP wrapped past 0xFFFF: the block ends there
+        wrapped = not c.code32 and (insns[n].next_eip < cur or insns[n].next_eip == 0)
         cur = insns[n].next_eip
         n += 1
-        if ends or n >= max_insns:
+        if ends or n >= max_insns or wrapped:
             break
         if ((cs_base + cur) ^ (cs_base + eip)) & 0xFFFFF000U:
             break
@@ -189,10 +203,11 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
     b.cs_base = cs_base
     b.mode = mode_key(c)
     gpa = 0xFFFFFFFFU
-    translate(c, cs_base + eip, &gpa)
+    translate_quiet(c, cs_base + eip, &gpa)
     b.gpa = gpa
     b.page0 = gpa >> 12
-    if translate(c, cs_base + cur - 1, &gpa) == 0:
+    last_gla = cs_base + ((cur if cur else 0x10000) - 1 if wrapped else cur - 1)
+    if translate_quiet(c, last_gla, &gpa) == 0:
         b.page1 = gpa >> 12
     else:
         b.page1 = b.page0
@@ -203,13 +218,29 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
     b.succ[1] = NULL
     b.succ_epoch = c.epoch
     b.hash_next = NULL
-    mark_code(c, cs_base + eip, cs_base + cur)
+    if wrapped:
+        # the last instruction ran past IP 0xFFFF: its bytes continue at CS:0
+        mark_code(c, cs_base + eip, cs_base + 0x10000)
+        mark_code(c, cs_base, cs_base + cur)
+    else:
+        mark_code(c, cs_base + eip, cs_base + cur)
     c.n_blocks_decoded += 1
+    add_slow_work(c, 64 * n)
     if cache:
         c.nblocks += 1
         c.ninsns += n + 1
-        b.hash_next = c.htab[hash_eip(eip)]
-        c.htab[hash_eip(eip)] = b
+        # a bucket holds at most MAX_CHAIN blocks: the oldest goes (it stays in the arena, dead)
+        tail = c.htab[hash_eip(eip, cs_base)]
+        while tail != NULL:
+            chain += 1
+            if chain >= MAX_CHAIN and tail.hash_next != NULL:
+                kill_block(c, tail.hash_next)
+                c.n_chain_evictions += 1
+                break
+            tail = tail.hash_next
+        add_slow_work(c, chain)
+        b.hash_next = c.htab[hash_eip(eip, cs_base)]
+        c.htab[hash_eip(eip, cs_base)] = b
     return b
 
 cdef void set_until(Cpu* c, bint active, uint32_t eip) noexcept nogil:

@@ -186,11 +186,16 @@ cdef inline uint64_t chunk_bits(uint32_t off, uint32_t size) noexcept nogil:
 cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* val) noexcept nogil:
     """Any access the TLB did not satisfy. val: value to write or where to read into."""
     cdef uint32_t gpa, k, v, off, page
+    cdef uint32_t writable, is_global
     cdef TlbEntry* e
     cdef uint8_t* hva
     if (gla & 0xFFF) + size > 0x1000:
         # page-crossing access: byte by byte, little endian
         if is_write:
+            # a store that faults writes nothing: both pages are checked before the first byte
+            if (translate_full(c, gla, 1, &gpa, &writable, &is_global)
+                    or translate_full(c, (gla | 0xFFF) + 1, 1, &gpa, &writable, &is_global)):
+                return RC_FAULT
             v = val[0]
             for k in range(size):
                 if mem_slow(c, gla + k, 1, 1, &v):
@@ -204,7 +209,6 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
                 v |= (off & 0xFF) << (8 * k)
             val[0] = v
         return 0
-    cdef uint32_t writable, is_global
     if translate_full(c, gla, is_write, &gpa, &writable, &is_global):
         return RC_FAULT
     c.n_tlb_misses += 1
@@ -272,7 +276,7 @@ cdef int rom_access(Cpu* c, uint32_t gla, uint32_t gpa, uint32_t size, int is_wr
     e = tlb_for_fill(c, gla)
     e.tag_r = gla & 0xFFFFF000U
     e.tag_w = 1
-    e.gpa_page = 0xFFFFFFFEU
+    e.gpa_page = 0xFFFFFFFEU     # a ROM page: its bytes are not in RAM (code_gpa)
     e.is_global = 0
     e.addend = <uintptr_t>(c.rom + (off & 0xFFFFF000U)) - <uintptr_t>(gla & 0xFFFFF000U)
     val[0] = 0
@@ -347,15 +351,29 @@ cdef inline int wr_sz(Cpu* c, uint32_t gla, int sz, uint32_t v) noexcept nogil:
         return wr16(c, gla, v)
     return wr32(c, gla, v)
 
+cdef int translate_quiet(Cpu* c, uint32_t gla, uint32_t* gpa) noexcept nogil:
+    """translate() for the engine's own bookkeeping (decoding, code tracking): a page that does
+    not translate leaves no trace (CR2, fault counters), since no #PF is raised for it here."""
+    cdef uint32_t w, g
+    cdef uint32_t saved_cr2 = c.cr2
+    cdef uint64_t saved_faults = c.n_page_faults
+    if translate_full(c, gla, 0, gpa, &w, &g):
+        c.cr2 = saved_cr2
+        c.n_page_faults = saved_faults
+        return RC_FAULT
+    return 0
+
 cdef int fetch8(Cpu* c, uint32_t gla) noexcept nogil:
     """One code byte for the decoder; all ones where there is no RAM; -1 if the
     page does not translate (the fault is raised when the instruction runs)."""
-    cdef uint32_t gpa, w, g
-    cdef uint32_t saved_cr2 = c.cr2
-    if translate_full(c, gla, 0, &gpa, &w, &g):
-        c.cr2 = saved_cr2
-        c.n_page_faults -= 1
+    cdef uint32_t gpa
+    if translate_quiet(c, gla, &gpa):
         return -1
+    return phys_code_byte(c, gpa)
+
+cdef inline int phys_code_byte(Cpu* c, uint32_t gpa) noexcept nogil:
+    """The byte an instruction fetch reads at gpa: the BIOS ROM in its two windows, RAM, or
+    all ones where there is nothing (the scanner reads code through this too)."""
     if c.rom_size and (gpa >= <uint32_t>(0 - c.rom_size) or (c.rom_low_gpa <= gpa < 0x100000)):
         if gpa >= <uint32_t>(0 - c.rom_size):
             return c.rom[gpa - <uint32_t>(0 - c.rom_size)]

@@ -284,7 +284,7 @@ cdef int xlat_set(Cpu* c, uint32_t gpa, int action, uint32_t length) noexcept no
     cdef uint32_t page = gpa >> 12
     cdef uint32_t off = gpa & 0xFFF
     cdef uint32_t n
-    if page >= c.ram_pages or action <= 0 or action > 255:
+    if page >= c.ram_pages or action <= ACT_NONE or action >= ACT_CALLOUT + N_CALLOUT_KINDS:
         return -1
     if c.xlat[page] == NULL:
         c.xlat[page] = <uint8_t*>calloc(4096, 1)

@@ -63,13 +63,14 @@ class Supervisor:
         page_end = (gpa | (PAGE_SIZE - 1)) + 1
         if not engine.xlat_page_present(gpa >> 12):
             self.scanner.invalidate_page(gpa >> 12)     # written since it was scanned: the scan is stale
-        code = bytes(self.memory[gpa:min(page_end, ram_size)])
-        next_gpa = engine.code_gpa_of((gla | (PAGE_SIZE - 1)) + 1)
+        # the bytes the engine will fetch (BIOS ROM windows included), never RAM read directly
+        code = engine.code_bytes(gpa, min(page_end, ram_size) - gpa)
+        next_gpa = engine.code_gpa_of(((gla | (PAGE_SIZE - 1)) + 1) & 0xFFFFFFFF)   # wraps at 4 GiB
         next_page = None
         if next_gpa is not None and next_gpa + MAX_INSN_BYTES - 1 <= ram_size:
             if not engine.xlat_page_present(next_gpa >> 12):
                 self.scanner.invalidate_page(next_gpa >> 12)
-            code += bytes(self.memory[next_gpa:next_gpa + MAX_INSN_BYTES - 1])
+            code += engine.code_bytes(next_gpa, MAX_INSN_BYTES - 1)
             next_page = next_gpa >> 12
         cs_base = engine.seg_get(1)[1]
         translation = self.scanner.scan(code, gla, gpa, 32 if engine.code32 else 16, cs_base=cs_base,
