@@ -2,7 +2,9 @@
 
 The instruction handlers that differ only in operation, size and operand form
 are generated from tables by vmcore/_core/gen_ops.py before Cython runs.
-Set VMCORE_DEBUG=1 for a build with C assertions and no optimisation.
+Set VMCORE_DEBUG=1 for a build with C assertions and no optimisation, VMCORE_ASAN=1 for one with
+AddressSanitizer (run it with LD_PRELOAD=$(gcc -print-file-name=libasan.so) and
+ASAN_OPTIONS=detect_leaks=0, since the Python interpreter itself is not instrumented).
 """
 import os
 import pathlib
@@ -17,16 +19,20 @@ CORE = HERE / "vmcore" / "_core"
 runpy.run_path(str(CORE / "gen_ops.py"), run_name="vmcore_gen")["main"](CORE / "ops_generated.pxi")
 
 debug = os.environ.get("VMCORE_DEBUG") == "1"
+asan = os.environ.get("VMCORE_ASAN") == "1"
+ASAN_FLAGS = ["-fsanitize=address", "-fno-omit-frame-pointer", "-O1", "-g"]
 extension = Extension(
     "vmcore._core._core",
     [str(pathlib.Path("vmcore", "_core", "_core.pyx"))],
+    extra_link_args=ASAN_FLAGS[:1] if asan else [],
     # the branch and function alignment keep the dispatch loop's speed from depending on where the
     # linker happens to place each handler (Intel's JCC erratum; measured with tools/compare_builds.py)
-    extra_compile_args=["-O0", "-g"] if debug else ["-O2", "-fno-strict-aliasing",
-                                                    "-Wa,-mbranches-within-32B-boundaries", "-falign-functions=32"],
+    extra_compile_args=ASAN_FLAGS if asan else ["-O0", "-g"] if debug else [
+        "-O2", "-fno-strict-aliasing", "-Wa,-mbranches-within-32B-boundaries", "-falign-functions=32"],
     # `cdef inline` means inline: the unit is large (~600 handlers) and gcc's growth limits
     # would otherwise leave the TLB fast paths as calls in most of them
-    define_macros=[] if debug else [("NDEBUG", "1"), ("CYTHON_INLINE", "__inline__ __attribute__((always_inline))")],
+    define_macros=[] if debug or asan else [("NDEBUG", "1"),
+                                             ("CYTHON_INLINE", "__inline__ __attribute__((always_inline))")],
 )
 
 setup(

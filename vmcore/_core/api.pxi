@@ -100,7 +100,7 @@ cdef class Engine:
         self.c.tr.limit = 0xFFFF
         self.c.tr.attr = 0x008B
         self.c.cr2 = 0
-        self.c.cr3 = 0
+        load_cr3(self.c, 0)
         self.c.cr4 = 0
         self.c.tlb = &self.c.tlbs[0][0]
         self.c.msr_sysenter_cs = 0

@@ -292,6 +292,13 @@ cdef int decode_insn(Cpu* c, uint32_t cs_base, uint32_t eip, Insn* i) noexcept n
         i.disp = i.next_eip + i.disp
         if o16:
             i.disp &= 0xFFFF
+    if not c.code32 and <uint64_t>eip + f.pos - 1 > c.seg[S_CS].limit:
+        # 16-bit code running past its CS limit (an instruction at IP 0xFFFF that continues): #GP(0),
+        # never a wrap to IP 0 (SDM Vol. 3 §20.1.4 real-mode limit checks; 80286 "segment overrun")
+        i.len = 0
+        i.next_eip = eip
+        i.fn = h_CODE_LIMIT
+        return 1
     if f.fetch_fault:
         # part of the instruction lies in a page that does not translate: #PF when it runs
         i.len = 0
@@ -352,6 +359,9 @@ cdef int h_FETCH_FAULT(Cpu* c, Insn* i) noexcept nogil:
         kill_block(c, c.cur_block)
     c.eip = i.next_eip
     return RC_RESTART
+
+cdef int h_CODE_LIMIT(Cpu* c, Insn* i) noexcept nogil:
+    return fault_err(c, EXC_GP, 0)
 
 cdef int h_LONG_INSN(Cpu* c, Insn* i) noexcept nogil:
     if c.long_insn_vector == EXC_GP:

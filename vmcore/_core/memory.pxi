@@ -183,6 +183,16 @@ cdef inline uint64_t chunk_bits(uint32_t off, uint32_t size) noexcept nogil:
     return ((<uint64_t>1) << (last + 1)) - lo
 
 
+cdef int probe_write(Cpu* c, uint32_t gla, uint32_t size) noexcept nogil:
+    """The page checks of a write of size bytes at gla, on each page it touches, without the
+    write: RC_FAULT with the #PF a store there would raise."""
+    cdef uint32_t gpa, writable, is_global
+    if translate_full(c, gla, 1, &gpa, &writable, &is_global):
+        return RC_FAULT
+    if (gla & 0xFFF) + size > 0x1000 and translate_full(c, (gla | 0xFFF) + 1, 1, &gpa, &writable, &is_global):
+        return RC_FAULT
+    return 0
+
 cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* val) noexcept nogil:
     """Any access the TLB did not satisfy. val: value to write or where to read into."""
     cdef uint32_t gpa, k, v, off, page
@@ -193,8 +203,7 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
         # page-crossing access: byte by byte, little endian
         if is_write:
             # a store that faults writes nothing: both pages are checked before the first byte
-            if (translate_full(c, gla, 1, &gpa, &writable, &is_global)
-                    or translate_full(c, (gla | 0xFFF) + 1, 1, &gpa, &writable, &is_global)):
+            if probe_write(c, gla, size):
                 return RC_FAULT
             v = val[0]
             for k in range(size):

@@ -299,7 +299,7 @@ cdef int h_ENTER(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t level = i.imm2 & 31
     cdef uint32_t old_esp = c.regs[R_ESP]
     cdef uint32_t old_ebp = c.regs[R_EBP]
-    cdef uint32_t frame, ebp, v, k
+    cdef uint32_t frame, ebp, v, k, final_esp, la
     cdef uint32_t step = 2 if sz == 1 else 4
     if push(c, sz, old_ebp):
         return RC_FAULT
@@ -314,11 +314,17 @@ cdef int h_ENTER(Cpu* c, Insn* i) noexcept nogil:
         if push(c, sz, frame):
             c.regs[R_ESP] = old_esp
             return RC_FAULT
+    # the final stack pointer is checked as a write of the operand size there would be, without
+    # writing (SDM ENTER: #SS(0), #PF "a write using the final value of the stack pointer")
+    final_esp = (c.regs[R_ESP] & ~c.ss_mask) | ((c.regs[R_ESP] - i.imm) & c.ss_mask)
+    if seg_off_w(c, S_SS, final_esp & c.ss_mask, sz, &la) or probe_write(c, la, step):
+        c.regs[R_ESP] = old_esp
+        return RC_FAULT
     if sz == 1:
         setr16(c, R_EBP, frame)
     else:
         c.regs[R_EBP] = frame
-    c.regs[R_ESP] = (c.regs[R_ESP] & ~c.ss_mask) | ((c.regs[R_ESP] - i.imm) & c.ss_mask)
+    c.regs[R_ESP] = final_esp
     return RC_NEXT
 
 cdef int h_LEAVE(Cpu* c, Insn* i) noexcept nogil:

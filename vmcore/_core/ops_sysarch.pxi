@@ -81,6 +81,13 @@ cdef int write_cr0(Cpu* c, uint32_t v) noexcept nogil:
         tlb_flush_all(c)
     return 0
 
+cdef void load_cr3(Cpu* c, uint32_t v) noexcept nogil:
+    """Every CR3 load (MOV CR3, a task switch, a task gate): the new page directory, the
+    monitor's shadow of it, and the TLB without its non-global entries (SDM Vol. 3 §4.10.4.1)."""
+    c.cr3 = v & 0xFFFFF018U
+    c.shadow_cur = NULL             # the monitor: the shadow of the new page directory, found on use
+    tlb_flush_nonglobal(c)
+
 cdef int write_cr(Cpu* c, uint32_t n, uint32_t v) noexcept nogil:
     """CR0, CR2, CR3 or CR4 as MOV CRn writes it at CPL 0: RC_FAULT with #GP for bits
     this CPU does not have. CR3 loads keep global translations (SDM Vol. 3 §4.10.4.1)."""
@@ -89,9 +96,7 @@ cdef int write_cr(Cpu* c, uint32_t n, uint32_t v) noexcept nogil:
     if n == 2:
         c.cr2 = v
     elif n == 3:
-        c.cr3 = v & 0xFFFFF018U
-        c.shadow_cur = NULL             # the monitor: the shadow of the new page directory
-        tlb_flush_nonglobal(c)
+        load_cr3(c, v)
     else:
         # implemented: TSD, DE, PSE, PGE; any other bit is reserved here (#GP)
         if v & ~<uint32_t>(CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE):
@@ -350,6 +355,12 @@ cdef int h_ARPL(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t src = getr_sz(c, i.reg, 1)
     cdef uint32_t f
     if load_E_w(c, i, 1, &dst, &la):
+        return RC_FAULT
+    # a memory destination is checked for writing before the RPLs are compared, so a read-only
+    # one faults even when no write is needed: the SDM lists #GP(0) "if the destination is located
+    # in a non-writable segment" and #PF without that condition, and ARPL is a read-modify-write
+    # (as Bochs models it: read_RMW_virtual_word). The segment check is in load_E_w.
+    if (i.flags & IF_MEM) and probe_write(c, la, 2):
         return RC_FAULT
     f = compute_flags(c)
     if (dst & 3) < (src & 3):

@@ -101,8 +101,7 @@ cdef int task_switch(Cpu* c, uint32_t sel, int kind, uint32_t next_eip, bint has
     seg_from_descriptor(&c.tr, sel, lo, hi | (0x200 if kind != TS_IRET else 0))
     c.cr0 |= CR0_TS
     if c.cr0 & CR0_PG:
-        c.cr3 = new_cr3 & 0xFFFFF018U
-        tlb_flush_nonglobal(c)
+        load_cr3(c, new_cr3)        # and the monitor's shadow with it
     for k in range(8):
         c.regs[k] = vals[k]
     c.eip = v
