@@ -65,7 +65,8 @@ def run_ring3(user_code: bytes, *, esp: int, ebp: int = 0x1800, stack16: bool = 
 
 @pytest.mark.parametrize("mode", ["bare", "bt", "trap"])
 def test_enter_whose_frame_ends_in_a_supervisor_page_faults(mode):
-    # c8 01 00 00   enter 1, 0      ESP 0x1004: EBP pushed at 0x1000 (user), final ESP 0xfff (supervisor)
+    # ESP 0x1004: EBP pushed at 0x1000 (user), final ESP 0xfff (supervisor)
+    # c8 01 00 00   enter 1, 0
     m, r = run_ring3(bytes.fromhex("c8 01 00 00"), esp=0x1004, mode=mode)
     assert r.exception == (EXC_PF, PF_USER_WRITE_PRESENT, USER)
     assert m.reg_read("cr2") == 0xFFF
@@ -95,13 +96,15 @@ def test_enter_faults_on_its_final_stack_pointer_or_a_push(code, esp, cr2):
 
 
 def test_enter_past_a_16_bit_stack_segment_limit_is_ss_fault():
-    # c8 20 10 00   enter 0x1020, 0   SS: 16-bit, limit 0x1fff; SP 0x1010: EBP at 0x100c, final SP 0xffec
+    # SS: 16-bit, limit 0x1fff; SP 0x1010: EBP at 0x100c, final SP 0xffec
+    # c8 20 10 00   enter 0x1020, 0
     m, r = run_ring3(bytes.fromhex("c8 20 10 00"), esp=0x1010, stack16=True)
     assert r.exception == (EXC_SS, 0, USER), r.reason
 
 
 def test_enter_within_a_16_bit_stack_segment_succeeds():
-    # c8 08 00 00   enter 8, 0      SP 0x1010: EBP at 0x100c, final SP 0x1004 (limit 0x1fff)
+    # SP 0x1010: EBP at 0x100c, final SP 0x1004 (limit 0x1fff)
+    # c8 08 00 00   enter 8, 0
     m, r = run_ring3(bytes.fromhex("c8 08 00 00"), esp=0x1010, stack16=True)
     assert r.exception == (EXC_GP, 0, USER + 4), r.reason
 
@@ -115,7 +118,8 @@ def test_enter_within_a_16_bit_stack_segment_succeeds():
     (0x0000, 0x0003, "a write needed: RPL 0 < 3"),
 ])
 def test_arpl_on_a_read_only_page_faults_either_way(dest, ax, why):
-    # 36 63 05 00 50 00 00   arpl word ptr ss:[0x5000], ax   (IRET to ring 3 nulled DS)
+    # SS: IRET to ring 3 nulled DS
+    # 36 63 05 00 50 00 00   arpl word ptr ss:[0x5000], ax
     m, r = run_ring3(bytes.fromhex("36 63 05 00 50 00 00"), esp=0x1800, regs={"eax": ax},
                      mem=[(READ_ONLY_PAGE, struct.pack("<H", dest))])
     assert r.exception == (EXC_PF, PF_USER_WRITE_PRESENT, USER), why
