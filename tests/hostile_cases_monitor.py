@@ -136,6 +136,50 @@ def check_sensitive_probe(m: vmcore.Machine, r) -> None:
     assert dword(m, 0x3030) & 3 == 0, f"MOV r, CS showed RPL {dword(m, 0x3030) & 3}"
 
 
+# ---- item 3 again: 32-bit kernel code in the BIOS ROM's low window (RAM under it is zeros) ----------
+
+ROM_GDT = 0xFFFFEF10
+
+
+def rom_low_window_image() -> bytes:
+    rom = bytearray(b"\xf4" * 0x10000)          # 64 KiB: mapped at 0xffff0000 and at 0xf0000
+    rom[0xFFF0:0xFFF5] = bytes.fromhex("ea 00 e0 00 f0")             # jmp far f000:e000
+    boot = bytes.fromhex(
+        "fa"                        # f000:e000: cli
+        "66 2e 0f 01 16 00 ef"      # lgdt cs:[0xef00]
+        "0f 20 c0 0c 01 0f 22 c0"   # mov eax, cr0; or al, 1; mov cr0, eax
+        "66 ea 00 d0 0f 00 08 00")  # jmp far dword 0x08:0x000fd000   (the low window)
+    rom[0xE000:0xE000 + len(boot)] = boot
+    rom[0xEF00:0xEF06] = struct.pack("<HI", 0x17, ROM_GDT)
+    rom[0xEF10:0xEF28] = FLAT_GDT
+    code = bytes.fromhex(
+        "66 b8 10 00 8e d8 8e d0"   # 000fd000: mov ax, 0x10; mov ds, ax; mov ss, ax
+        "bc 00 80 00 00"            # mov esp, 0x8000
+        "fb") + SENSITIVE_PROBE     # sti; then the probe (cli; pushfd ...)
+    rom[0xD000:0xD000 + len(code)] = code
+    return bytes(rom)
+
+
+def setup_rom_low_window_code(m: vmcore.Machine) -> None:
+    import os
+    import tempfile
+    fd, path = tempfile.mkstemp(suffix=".rom")
+    with os.fdopen(fd, "wb") as f:
+        f.write(rom_low_window_image())
+    try:
+        m.load_bios(path)
+    finally:
+        os.unlink(path)
+
+
+def check_rom_low_window_code(m: vmcore.Machine, r) -> None:
+    assert 0xFD000 < m.reg_read("eip") < 0xFD100, hex(m.reg_read("eip"))
+    flags = dword(m, 0x3000)
+    assert not flags & 0x200, f"PUSHFD after CLI showed IF=1 (EFLAGS {flags:#x}): CLI ran untranslated"
+    assert struct.unpack("<HI", m.mem_read(0x3010, 6)) == (0x17, ROM_GDT), "SGDT showed another GDT"
+    assert dword(m, 0x3030) & 3 == 0, f"MOV r, CS showed RPL {dword(m, 0x3030) & 3}"
+
+
 # ---- item 4: guest-kernel code in the last page of the 4 GiB space ---------------------------------
 
 PT_TOP = 0x12000
@@ -208,6 +252,8 @@ CASES = [
     # not trap: there PUSHF, SGDT, SMSW and MOV r, CS show the real CPU by design (test_monitor_modes.py)
     HostileCase("a20_alias_sensitive_code", setup_a20_alias_code, HLT, modes=("bare", "bt"),
                 check=check_sensitive_probe),
+    HostileCase("rom_low_window_sensitive_code", setup_rom_low_window_code, HLT, modes=("bare", "bt"),
+                check=check_rom_low_window_code),
     HostileCase("top_page_kernel_code", setup_top_page_code, frozenset({"timeout"}), check=check_top_page_code),
     HostileCase("ins_store_triple_fault", setup_ins_triple_fault, SHUTDOWN, check=check_triple_fault_pf),
     HostileCase("crossing_store_faults", setup_crossing_store, SHUTDOWN, check=check_crossing_store),
