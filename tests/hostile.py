@@ -10,6 +10,8 @@ Cases live in modules named ``hostile_cases_*.py`` beside this file, each with a
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from typing import Callable, Optional
 
 import vmcore
@@ -31,3 +33,14 @@ class HostileCase:
     timeout: float = 2.0
     # run() must have returned within this many seconds
     max_seconds: float = 5.0
+
+
+def load_rom_image(m: vmcore.Machine, image: bytes) -> None:
+    """Machine.load_bios from bytes (it takes a path): the ROM is mapped and the CPU reset."""
+    fd, path = tempfile.mkstemp(suffix=".rom")
+    with os.fdopen(fd, "wb") as f:
+        f.write(image)
+    try:
+        m.load_bios(path)
+    finally:
+        os.unlink(path)

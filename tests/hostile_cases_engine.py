@@ -6,14 +6,12 @@ to return and in the engine's counters (a lookup that never hits decodes a new b
 """
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 
 import numpy as np
 
 import vmcore
-from hostile import HostileCase
+from hostile import HostileCase, load_rom_image
 
 TIMEOUT = frozenset({"timeout"})
 # a guest whose blocks are found again decodes a handful of them; one whose lookups miss decodes
@@ -177,13 +175,7 @@ def rom_image() -> bytes:
 
 
 def setup_paged_rom_loop(m: vmcore.Machine) -> None:
-    fd, path = tempfile.mkstemp(suffix=".rom")
-    with os.fdopen(fd, "wb") as f:
-        f.write(rom_image())
-    try:
-        m.load_bios(path)
-    finally:
-        os.unlink(path)
+    load_rom_image(m, rom_image())
     m.mem_write(ROM_PD, struct.pack("<I", ROM_PT_LOW | 3))
     m.mem_write(ROM_PD + 4 * 1023, struct.pack("<I", ROM_PT_TOP | 3))
     m.mem_write(ROM_PT_LOW, np.arange(1024, dtype=np.uint32).__lshift__(12).__or__(3).tobytes())

@@ -11,7 +11,7 @@ import struct
 import numpy as np
 
 import vmcore
-from hostile import HostileCase
+from hostile import HostileCase, load_rom_image
 from isolation_guest import descriptor, gate
 
 GDT = 0x500
@@ -161,15 +161,7 @@ def rom_low_window_image() -> bytes:
 
 
 def setup_rom_low_window_code(m: vmcore.Machine) -> None:
-    import os
-    import tempfile
-    fd, path = tempfile.mkstemp(suffix=".rom")
-    with os.fdopen(fd, "wb") as f:
-        f.write(rom_low_window_image())
-    try:
-        m.load_bios(path)
-    finally:
-        os.unlink(path)
+    load_rom_image(m, rom_low_window_image())
 
 
 def check_rom_low_window_code(m: vmcore.Machine, r) -> None:
