@@ -111,7 +111,7 @@ def setup_paged_ip_wrap(m: vmcore.Machine) -> None:
     m.mem_write(0x10000, b"\xfe")  # 0x18:0000: ... -2: back to 0x18:ffff
     # the first 4 MiB identity mapped, every PTE present with its accessed bit clear
     m.mem_write(PAGED_PD, struct.pack("<I", PAGED_PT | 7))
-    m.mem_write(PAGED_PT, np.arange(1024, dtype=np.uint32).__lshift__(12).__or__(7).tobytes())
+    m.mem_write(PAGED_PT, ((np.arange(1024, dtype=np.uint32) << 12) | 7).tobytes())
     m.reg_write("cr3", PAGED_PD)
     m.reg_write("cr2", CR2_MARK)
     m.reg_write("cr0", m.reg_read("cr0") | 0x80000000)
@@ -178,9 +178,8 @@ def setup_paged_rom_loop(m: vmcore.Machine) -> None:
     load_rom_image(m, rom_image())
     m.mem_write(ROM_PD, struct.pack("<I", ROM_PT_LOW | 3))
     m.mem_write(ROM_PD + 4 * 1023, struct.pack("<I", ROM_PT_TOP | 3))
-    m.mem_write(ROM_PT_LOW, np.arange(1024, dtype=np.uint32).__lshift__(12).__or__(3).tobytes())
-    m.mem_write(ROM_PT_TOP + 4 * 0x3F0, np.arange(0xFFFF0, 0x100000, dtype=np.uint32).__lshift__(12).__or__(3)
-                .tobytes())     # the ROM's 16 pages at the top of 4 GiB map to themselves
+    m.mem_write(ROM_PT_LOW, ((np.arange(1024, dtype=np.uint32) << 12) | 3).tobytes())
+    m.mem_write(ROM_PT_TOP + 4 * 0x3F0, ((np.arange(0xFFFF0, 0x100000, dtype=np.uint32) << 12) | 3).tobytes())     # the ROM's 16 pages at the top of 4 GiB map to themselves
 
 
 def check_paged_rom_loop(m: vmcore.Machine, r) -> None:

@@ -148,7 +148,7 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
     replacing its handler; NULL if the first one is not scanned (xlat_miss_*)."""
     cdef Block* b
     cdef Insn* insns
-    cdef uint32_t n = 0, cur = eip, gpa, last_gla, chain = 0
+    cdef uint32_t n = 0, cur = eip, gpa, last_gla, chain = 0, bucket
     cdef uint32_t cs_base = c.seg[S_CS].base
     cdef bint ends, wrapped = False
     cdef Block* tail
@@ -230,7 +230,8 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
         c.nblocks += 1
         c.ninsns += n + 1
         # a bucket holds at most MAX_CHAIN blocks: the oldest goes (it stays in the arena, dead)
-        tail = c.htab[hash_eip(eip, cs_base)]
+        bucket = hash_eip(eip, cs_base)
+        tail = c.htab[bucket]
         while tail != NULL:
             chain += 1
             if chain >= MAX_CHAIN and tail.hash_next != NULL:
@@ -239,8 +240,8 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
                 break
             tail = tail.hash_next
         add_slow_work(c, chain)
-        b.hash_next = c.htab[hash_eip(eip, cs_base)]
-        c.htab[hash_eip(eip, cs_base)] = b
+        b.hash_next = c.htab[bucket]
+        c.htab[bucket] = b
     return b
 
 cdef void set_until(Cpu* c, bint active, uint32_t eip) noexcept nogil:
