@@ -13,10 +13,12 @@ cdef extern from "jit_window.h" nogil:
         uint32_t gla
         uint32_t write
         uint64_t rip
+        uint32_t kind
     ctypedef struct vmw_context:
         const vmw_window* window
         uint64_t code_lo, code_hi
         uint64_t fault_exit
+        uint64_t trap_lo, trap_hi
         vmw_fault fault
         uint64_t n_faults
     uint64_t VMW_SPAN, VMW_GUARD
@@ -37,6 +39,10 @@ cdef extern from "jit_emit.h" nogil:
         uint32_t eflags
         uint32_t exit
         uint64_t window_base
+        int64_t remaining
+        uint32_t next_eip
+        uint32_t stub
+        uint64_t target
     ctypedef struct vmj_arena:
         uint8_t* base
         size_t size, used
@@ -55,6 +61,8 @@ cdef extern from "jit_reencode.h" nogil:
     int vmj_reencode(vmj_arena* a, const uint8_t* g, int avail)
 
 ctypedef uint32_t (*vmj_entry_t)(vmj_state* s) noexcept nogil
+
+include "jit_engine.pxi"
 
 JIT_ALU_OPS = {"add": 0x01, "or": 0x09, "and": 0x21, "sub": 0x29, "xor": 0x31, "cmp": 0x39}
 JIT_EXIT_NAMES = {VMJ_EXIT_END: "end", VMJ_EXIT_FAULT: "fault"}
