@@ -26,10 +26,13 @@ CODE_GPA = 0x10000
 STACK_TOP = 0x80000
 
 
-def machine(engine: str, mode: str = "bare", memory_mb: int = 16, threshold: int | None = None):
+def machine(engine: str, mode: str = "bare", memory_mb: int = 16, threshold: int | None = None,
+            paged_always: bool = False):
     m = vmcore.Machine(memory_mb=memory_mb, mode=mode, engine=engine)
     if threshold is not None and engine == "jit":
         m._engine.jit_threshold = threshold
+    if paged_always and engine == "jit":
+        m._engine.jit_paged_min_interval = 0       # paged code translated however often the TLB is flushed
     return m
 
 
@@ -60,6 +63,44 @@ def test_workload_same_under_both_engines(name, mode):
     assert stats["jit_blocks_translated"] > 0
     assert stats["jit_instructions"] > 0.5 * stats["instructions"], stats
     assert "jit_instructions" not in results["interp"][1]
+
+
+# ---- the guest kernel: paging, processes, copy-on-write ----------------------------------------
+
+KERNEL_RUNS = {"sieve": 300000, "qsort": 20000, "forkwait": 50, "pingpong": 100, "touchpages": 200}
+
+
+@pytest.mark.parametrize("mode", ["bare", "bt"])
+@pytest.mark.parametrize("name", sorted(KERNEL_RUNS))
+def test_kernel_program_same_under_both_engines(name, mode):
+    """User programs under the guest kernel: paged code through the JIT's two views, filled on
+    hidden faults and flushed with the TLB (every block translated at once, and however often the
+    TLB is flushed, so the paged path runs as much as it can)."""
+    results = {}
+    for engine in ("interp", "jit"):
+        m = machine(engine, mode, 64, threshold=1, paged_always=True)
+        m.load_multiboot(workloads.kernel_elf(), cmdline=workloads.kernel_cmdline(run={name: KERNEL_RUNS[name]}))
+        r = m.run(timeout=120)
+        results[engine] = (final_state(m, r), m.stats)
+    interp, jit = results["interp"][0], results["jit"][0]
+    assert jit["exit"] is Exit.DEBUG_EXIT and jit["exit_code"] == 1, jit["console"][-2000:]
+    assert jit == interp
+    s = results["jit"][1]
+    assert s["jit_faults_hidden"] > 0 and s["jit_view_flushes"] > 0
+    assert s["jit_instructions"] > 0.5 * s["instructions"], s
+
+
+def test_paged_code_waits_for_a_quiet_tlb():
+    """With the default gate, a ping-pong between processes (an address-space switch every few
+    thousand instructions) stays in the interpreter, and a compute program in its process does not."""
+    for name, size, translated in (("pingpong", 300, False), ("sieve", 2000000, True)):
+        m = machine("jit", "bare", 64)
+        m.load_multiboot(workloads.kernel_elf(), cmdline=workloads.kernel_cmdline(run={name: size}))
+        r = m.run(timeout=120)
+        assert r.exit is Exit.DEBUG_EXIT and r.exit_code == 1
+        s = m.stats
+        paged_share = s["jit_faults_hidden"] > 0 and s["jit_instructions"] > 0.5 * s["instructions"]
+        assert paged_share == translated, (name, s)
 
 
 # ---- guests for the JIT's exits ---------------------------------------------------------------
@@ -329,6 +370,40 @@ def test_divide_and_divide_error():
     s = mj.stats
     assert s["jit_faults_divide"] == 1
     assert s["jit_instructions"] > 0.9 * s["instructions"]
+
+
+COLLIDING_TARGETS = """
+start:
+    mov ecx, 3000
+    xor eax, eax
+again:
+    mov edx, leaf_a
+    call edx
+    mov edx, leaf_b             ; 64 KiB after leaf_a: the same slot of the indirect-branch table
+    call edx
+    loop again
+    hlt
+leaf_a:
+    add eax, 3
+    ret
+    times 0x10000 - ($ - leaf_a) db 0x90
+leaf_b:
+    lea eax, [eax + eax * 4]    ; (IMUL would leave SF ZF AF PF undefined, and host and interpreter differ there)
+    ret
+"""
+
+
+def test_indirect_targets_sharing_a_table_slot():
+    mi, mj = both(COLLIDING_TARGETS, "colliding-targets")
+    eax = 0
+    for _ in range(3000):
+        eax = ((eax + 3) * 5) & 0xFFFFFFFF
+    assert mj.reg_read("eax") == eax
+    s = mj.stats
+    assert s["jit_instructions"] > 0.9 * s["instructions"]
+    # the two targets evict each other from the slot: each call leaves to the run loop, which finds
+    # the block and refills the slot
+    assert s["jit_exits_indirect"] >= 2 * 3000 - 100
 
 
 def test_budget_slices_stop_inside_translated_code():

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from vmcore._core._core import Engine, REG_NAMES, SEG_NAMES
+from vmcore._core._core import Engine, REG_NAMES, SEG_NAMES, jit_host_missing
 from vmcore.devices import DebugConsole, DebugExit, KeyboardController, PortBus, SystemControlPortA, Uart16550
 from vmcore.devices import Cmos, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB, TimerSet
 from vmcore.devices.clock import Clock, make_clock
@@ -28,7 +28,8 @@ from vmcore.monitor.supervisor import Supervisor, monitor_stats
 MODES = ("bare", "bt", "trap")     # ARCHITECTURE.md "Modes"
 DEFAULT_MODE = "bt"                 # passes all that bare passes (tests/test_monitor_modes.py); VMCORE_MODE overrides
 ENGINES = ("interp", "jit")         # ARCHITECTURE.md "The native engine (JIT)"
-DEFAULT_ENGINE = "interp"           # the JIT is not yet the default (issue 10); VMCORE_ENGINE overrides
+# the JIT where the host can run it (x86-64 with user-mode FSGSBASE and BMI2); VMCORE_ENGINE overrides
+DEFAULT_ENGINE = "jit" if jit_host_missing() is None else "interp"
 CPU_MODELS = ("i686", "80386", "80286")   # what differs: vmcore/_core/api.pxi set_cpu_model
 
 HOOK_IO_OUT = 1
@@ -114,10 +115,10 @@ class Machine:
     alone with the guest at its own privilege; "trap", deprivileged without translation.
     ``cpu`` picks the few behaviours in which an 80286, an 80386 and later CPUs differ;
     ``devices=False`` leaves the port bus empty (every port unclaimed).
-    ``engine``: "interp" (default; $VMCORE_ENGINE overrides it), the interpreter alone, or "jit", which
-    also translates hot flat 32-bit code with paging off to host code (guest RAM is then a memfd that
-    the JIT's window maps); the interpreter runs everything else, and both give the same results and
-    the same instruction counts.
+    ``engine``: "jit" (default where the host has FSGSBASE and BMI2; $VMCORE_ENGINE overrides it)
+    translates hot flat 32-bit code with paging off to host code (guest RAM is then a memfd that the
+    JIT's window maps) and interprets the rest; "interp" is the interpreter alone. Both give the same
+    results and the same instruction counts.
 
     With devices, the PC's interrupt hardware is there too: the 8259A pair (``pic``; IRQ 0 the
     PIT, IRQ 4 COM1, IRQ 8 the RTC), the 8254 PIT (``pit``), the CMOS RTC (``cmos``), port B
@@ -133,6 +134,8 @@ class Machine:
             engine = os.environ.get("VMCORE_ENGINE", DEFAULT_ENGINE)
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+        if engine == "jit" and jit_host_missing() is not None:
+            raise ConfigError(f"engine 'jit' needs {jit_host_missing()}, which this host lacks; use engine='interp'")
         if mode is None:
             mode = os.environ.get("VMCORE_MODE", DEFAULT_MODE)
         if mode not in MODES:

@@ -227,6 +227,18 @@ cdef class Engine:
         differential tests use it)."""
         return (<JitState*>self.c.jit).hot if self.c.jit != NULL else 0
 
+    @property
+    def jit_paged_min_interval(self):
+        """Paged code runs translated only while the guest goes this many instructions between TLB
+        flushes (jit_engine.pxi PAGED_MIN_INTERVAL; 0: always, as the tests of the paged views use it)."""
+        return (<JitState*>self.c.jit).paged_min_interval if self.c.jit != NULL else 0
+
+    @jit_paged_min_interval.setter
+    def jit_paged_min_interval(self, uint64_t instructions):
+        if self.c.jit == NULL:
+            raise ValueError("the JIT is not attached (engine=\"interp\")")
+        (<JitState*>self.c.jit).paged_min_interval = instructions
+
     @jit_threshold.setter
     def jit_threshold(self, uint32_t runs):
         if self.c.jit == NULL:
@@ -252,7 +264,10 @@ cdef class Engine:
             "jit_exits_stub": J.n_stub_exits,
             "jit_exits_indirect": J.n_indirect_exits,
             "jit_exits_budget": J.n_budget_exits,
-            "jit_faults_hidden": 0,
+            "jit_faults_hidden": J.n_hidden_fills,
+            "jit_view_flushes": J.n_view_flushes,
+            "jit_unchains": J.n_unchains,
+            "jit_paged_declined": J.n_paged_declined,
             "jit_faults_traced": J.n_faults_traced,
             "jit_faults_unmapped": J.n_faults_unmapped,
             "jit_faults_divide": J.n_faults_divide,

@@ -447,8 +447,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
                     blk.jit_heat += 1
                     if blk.jit_heat == (<JitState*>c.jit).hot:
                         jit_translate_block(c, blk)
-                if blk.jit_block >= 0:
-                    jit_run(c, blk, stop_at)
+                if blk.jit_block >= 0 and jit_run(c, blk, stop_at):
                     prev = NULL
                     continue
         c.cur_block = blk

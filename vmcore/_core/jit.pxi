@@ -30,6 +30,7 @@ cdef extern from "jit_window.h" nogil:
     int vmw_unmap(vmw_window* w, uint32_t gla_page)
     int vmw_protect(vmw_window* w, uint32_t gla_page, int prot)
     int vmw_install()
+    const char* vmw_host_missing()
     void vmw_uninstall()
     int PROT_READ, PROT_WRITE
 
@@ -205,6 +206,12 @@ cdef class JitProbe:
                     index = k
             result.update(fault_gla=self.ctx.fault.gla, fault_write=bool(self.ctx.fault.write), fault_index=index)
         return result
+
+
+def jit_host_missing():
+    """What this host lacks for engine="jit" (a str), or None when it can run it."""
+    cdef const char* what = vmw_host_missing()
+    return None if what == NULL else what.decode()
 
 
 def jit_reencode(const uint8_t[:] guest):

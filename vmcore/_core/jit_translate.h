@@ -22,16 +22,13 @@
 
 #define VMJ_NO_STUB 0xFFFFFFFFU
 #define VMJ_STUB_LEN 21
-/* The indirect-branch table: VMJ_IND_SIZE entries {guest eip, pad, host address} right after the
- * state's page (r15 + VMJ_IND_OFF), indexed by the target EIP's low bits. */
+/* The indirect-branch table: VMJ_IND_SIZE host addresses right after the state's page (r15 +
+ * VMJ_IND_OFF), indexed by the target EIP's low 16 bits (MOVZX: no flags). A slot holds the indirect
+ * entry of a translated block, which checks the whole EIP itself, or the miss exit. */
 #define VMJ_IND_OFF 0x1000
-#define VMJ_IND_SIZE 4096
+#define VMJ_IND_SIZE 65536
 
-typedef struct vmj_ind_entry {
-    uint32_t eip;
-    uint32_t pad;
-    uint64_t host;
-} vmj_ind_entry;
+typedef uint64_t vmj_ind_entry;
 
 enum { VMJ_EXIT_STUB = 3 };
 
@@ -48,6 +45,7 @@ typedef struct vmj_jblock {
     uint32_t eip;
     uint32_t ninsn;         /* guest instructions it charges */
     uint32_t entry_off;     /* arena offset of its entry */
+    uint32_t ind_off;       /* ... of its indirect entry (the EIP check before the entry) */
     uint32_t end_off;
 } vmj_jblock;
 
@@ -60,6 +58,8 @@ typedef struct vmj_cache {
     uint32_t enter_off, exit_off, fault_off;    /* the trampolines at the start of the arena */
     uint32_t ind_off, ind_miss_off;             /* the indirect-branch lookup and its miss exit */
     vmj_ind_entry* ind;                         /* its table (VMJ_IND_SIZE entries) */
+    uint32_t* patched;                          /* stubs patched into jumps: arena offset, target eip */
+    uint32_t n_patched, cap_patched;
     uint64_t n_translated, n_host_bytes, n_chained, n_flushes;
 } vmj_cache;
 
@@ -121,49 +121,44 @@ static void vmj_emit_leave(vmj_arena* a, uint32_t exit_code) {
     vmj_b(a, 0x5D); vmj_b(a, 0x5B); vmj_b(a, 0xC3);
 }
 
-/* The indirect-branch lookup (guest target in r14d): the host flags are the guest's, so it keeps them
- * on the host stack around its compare; r12 (= 63 for the entries' budget check) is its scratch. A
- * hit jumps to the target block's entry (which charges its budget); a miss leaves to C. */
+/* The indirect-branch lookup (guest target in r14d), without touching the flags (the guest's): the
+ * slot of the EIP's low 16 bits is jumped through; the block there compares the whole EIP. */
 static void vmj_emit_indirect_lookup(vmj_cache* k) {
     vmj_arena* a = &k->arena;
-    size_t jne;
     k->ind_off = (uint32_t)a->used;
-    vmj_b(a, 0x9C);                                                     /* pushfq */
-    vmj_b(a, 0x45); vmj_b(a, 0x89); vmj_b(a, 0x77); vmj_b(a, VMJ_OFF_NEXT);    /* mov [r15+72], r14d */
-    vmj_b(a, 0x45); vmj_b(a, 0x89); vmj_b(a, 0xF4);                     /* mov r12d, r14d */
-    vmj_b(a, 0x41); vmj_b(a, 0x81); vmj_b(a, 0xE4); vmj_u32(a, VMJ_IND_SIZE - 1);  /* and r12d, mask */
-    vmj_b(a, 0x41); vmj_b(a, 0xC1); vmj_b(a, 0xE4); vmj_b(a, 4);        /* shl r12d, 4 */
-    vmj_b(a, 0x47); vmj_b(a, 0x3B); vmj_b(a, 0xB4); vmj_b(a, 0x27); vmj_u32(a, VMJ_IND_OFF);      /* cmp r14d, [r15+r12+T] */
-    vmj_b(a, 0x75); jne = a->used; vmj_b(a, 0);                         /* jne miss */
-    vmj_b(a, 0x4F); vmj_b(a, 0x8B); vmj_b(a, 0xB4); vmj_b(a, 0x27); vmj_u32(a, VMJ_IND_OFF + 8);  /* mov r14, [r15+r12+T+8] */
-    vmj_b(a, 0x41); vmj_b(a, 0xBC); vmj_u32(a, 63);                     /* mov r12d, 63 */
-    vmj_b(a, 0x9D);                                                     /* popfq */
-    vmj_b(a, 0x41); vmj_b(a, 0xFF); vmj_b(a, 0xE6);                     /* jmp r14 */
-    if (!a->overflow)
-        a->base[jne] = (uint8_t)(a->used - (jne + 1));
-    vmj_b(a, 0x41); vmj_b(a, 0xBC); vmj_u32(a, 63);                     /* miss: mov r12d, 63 */
-    vmj_b(a, 0x9D);                                                     /* popfq */
-    k->ind_miss_off = (uint32_t)a->used;                                /* an empty entry jumps here */
+    vmj_b(a, 0x45); vmj_b(a, 0x0F); vmj_b(a, 0xB7); vmj_b(a, 0xE6);         /* movzx r12d, r14w */
+    vmj_b(a, 0x43); vmj_b(a, 0xFF); vmj_b(a, 0xA4); vmj_b(a, 0xE7); vmj_u32(a, VMJ_IND_OFF);  /* jmp [r15+r12*8+T] */
+    k->ind_miss_off = (uint32_t)a->used;                                    /* a miss */
+    vmj_b(a, 0x45); vmj_b(a, 0x89); vmj_b(a, 0x77); vmj_b(a, VMJ_OFF_NEXT);   /* mov [r15+72], r14d */
     vmj_state_imm(a, VMJ_OFF_STUB, VMJ_NO_STUB);
     vmj_jmp_to(a, k->exit_off);
+}
+
+/* A block's indirect entry: on to its entry if r14d is its EIP, else the miss exit. The compare is
+ * LEA (r12d = r14d - eip) and JECXZ on it, swapped into ECX and back (XCHG): no flags touched. */
+static void vmj_emit_indirect_entry(vmj_cache* k, uint32_t eip) {
+    vmj_arena* a = &k->arena;
+    vmj_b(a, 0x45); vmj_b(a, 0x8D); vmj_b(a, 0xA6); vmj_u32(a, (uint32_t)(-(int32_t)eip));  /* lea r12d, [r14 - eip] */
+    vmj_b(a, 0x4C); vmj_b(a, 0x87); vmj_b(a, 0xE1);                         /* xchg rcx, r12 */
+    vmj_b(a, 0x67); vmj_b(a, 0xE3); vmj_b(a, 8);                            /* jecxz ok */
+    vmj_b(a, 0x4C); vmj_b(a, 0x87); vmj_b(a, 0xE1);                         /* xchg rcx, r12 */
+    vmj_jmp_to(a, k->ind_miss_off);
+    vmj_b(a, 0x4C); vmj_b(a, 0x87); vmj_b(a, 0xE1);                         /* ok: xchg rcx, r12 */
+    vmj_b(a, 0x41); vmj_b(a, 0xBC); vmj_u32(a, 63);                         /* mov r12d, 63 */
 }
 
 static void vmj_ind_clear(vmj_cache* k) {
     uint32_t j;
     if (!k->ind)
         return;
-    for (j = 0; j < VMJ_IND_SIZE; j++) {
-        k->ind[j].eip = 0xFFFFFFFFU;
-        k->ind[j].host = (uint64_t)(uintptr_t)(k->arena.base + k->ind_miss_off);
-    }
+    for (j = 0; j < VMJ_IND_SIZE; j++)
+        k->ind[j] = (uint64_t)(uintptr_t)(k->arena.base + k->ind_miss_off);
 }
 
 /* After an indirect branch to eip found the translated block at entry_off: the next one goes there
  * without leaving host code. */
-static inline void vmj_ind_set(vmj_cache* k, uint32_t eip, uint32_t entry_off) {
-    vmj_ind_entry* e = &k->ind[eip & (VMJ_IND_SIZE - 1)];
-    e->eip = eip;
-    e->host = (uint64_t)(uintptr_t)(k->arena.base + entry_off);
+static inline void vmj_ind_set(vmj_cache* k, uint32_t eip, uint32_t ind_entry_off) {
+    k->ind[eip & (VMJ_IND_SIZE - 1)] = (uint64_t)(uintptr_t)(k->arena.base + ind_entry_off);
 }
 
 /* Empty the cache: only the trampolines stay. */
@@ -183,6 +178,7 @@ static void vmj_cache_reset(vmj_cache* k) {
     vmj_emit_indirect_lookup(k);
     k->n_side = 0;
     k->n_blocks = 0;
+    k->n_patched = 0;
     vmj_arena_seal(a);
     vmj_ind_clear(k);
 }
@@ -195,10 +191,12 @@ static int vmj_cache_open(vmj_cache* k, size_t arena_size, uint32_t max_blocks, 
         return -1;
     k->side = (vmj_side*)calloc(max_side, sizeof(vmj_side));
     k->blocks = (vmj_jblock*)calloc(max_blocks, sizeof(vmj_jblock));
-    if (!k->side || !k->blocks) {
-        free(k->side); free(k->blocks); vmj_arena_close(&k->arena);
+    k->patched = (uint32_t*)calloc(2 * (size_t)max_blocks, sizeof(uint32_t));
+    if (!k->side || !k->blocks || !k->patched) {
+        free(k->side); free(k->blocks); free(k->patched); vmj_arena_close(&k->arena);
         return -1;
     }
+    k->cap_patched = max_blocks;
     k->cap_side = max_side;
     k->cap_blocks = max_blocks;
     vmj_cache_reset(k);
@@ -206,8 +204,8 @@ static int vmj_cache_open(vmj_cache* k, size_t arena_size, uint32_t max_blocks, 
 }
 
 static void vmj_cache_close(vmj_cache* k) {
-    free(k->side); free(k->blocks);
-    k->side = NULL; k->blocks = NULL;
+    free(k->side); free(k->blocks); free(k->patched);
+    k->side = NULL; k->blocks = NULL; k->patched = NULL;
     vmj_arena_close(&k->arena);
 }
 
@@ -419,7 +417,7 @@ static int vmj_emit_string(vmj_cache* k, const uint8_t* g, int len) {
 static int vmj_translate(vmj_cache* k, uint32_t eip, const uint8_t* code, const uint8_t* lens, uint32_t n,
                          int last_is_branch) {
     vmj_arena* a = &k->arena;
-    size_t start = a->used, charge;
+    size_t start = a->used, charge, entry;
     uint32_t done = 0, pos = 0, cur = eip, n_side0 = k->n_side;
     int len;
     vmj_jblock* jb;
@@ -427,6 +425,8 @@ static int vmj_translate(vmj_cache* k, uint32_t eip, const uint8_t* code, const 
         return -1;
     if (vmj_arena_unseal(a) != 0)
         return -1;
+    vmj_emit_indirect_entry(k, eip);
+    entry = a->used;
     vmj_b(a, 0x4D); vmj_b(a, 0x8D); vmj_b(a, 0xAD);                    /* lea r13, [r13 + disp32] */
     charge = a->used;
     vmj_u32(a, 0);
@@ -470,7 +470,8 @@ finished:
     jb = &k->blocks[k->n_blocks];
     jb->eip = eip;
     jb->ninsn = done;
-    jb->entry_off = (uint32_t)start;
+    jb->entry_off = (uint32_t)entry;
+    jb->ind_off = (uint32_t)start;
     jb->end_off = (uint32_t)a->used;
     k->n_translated++;
     k->n_host_bytes += a->used - start;
@@ -481,13 +482,38 @@ finished:
 /* Chain: the stub at stub_off jumps straight to the block entry at entry_off from now on. */
 static int vmj_patch_stub(vmj_cache* k, uint32_t stub_off, uint32_t entry_off) {
     vmj_arena* a = &k->arena;
-    uint32_t rel = entry_off - (stub_off + 5);
-    if (stub_off + VMJ_STUB_LEN > a->used || vmj_arena_unseal(a) != 0)
+    uint32_t rel = entry_off - (stub_off + 5), target;
+    if (stub_off + VMJ_STUB_LEN > a->used || k->n_patched >= k->cap_patched || vmj_arena_unseal(a) != 0)
         return -1;
+    memcpy(&target, a->base + stub_off + 4, 4);         /* the stub's mov dword [r15+72], target */
+    k->patched[2 * k->n_patched] = stub_off;
+    k->patched[2 * k->n_patched + 1] = target;
+    k->n_patched++;
     a->base[stub_off] = 0xE9;
     memcpy(a->base + stub_off + 1, &rel, 4);
     k->n_chained++;
     return vmj_arena_seal(a);
+}
+
+/* Every patched stub back to an exit, and the indirect table emptied: the code addresses they
+ * resolved may mean other code now (other page tables, another privilege). */
+static int vmj_unchain(vmj_cache* k) {
+    vmj_arena* a = &k->arena;
+    uint32_t j;
+    if (k->n_patched) {
+        if (vmj_arena_unseal(a) != 0)
+            return -1;
+        for (j = 0; j < k->n_patched; j++) {
+            uint32_t off = k->patched[2 * j], target = k->patched[2 * j + 1];
+            a->base[off] = 0x41; a->base[off + 1] = 0xC7; a->base[off + 2] = 0x47;
+            a->base[off + 3] = VMJ_OFF_NEXT;
+            memcpy(a->base + off + 4, &target, 4);
+        }
+        k->n_patched = 0;
+        vmj_arena_seal(a);
+    }
+    vmj_ind_clear(k);
+    return 0;
 }
 
 /* The side row of the guest instruction whose host code holds arena offset off; NULL outside. */

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/auxv.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -60,6 +61,22 @@ typedef struct vmw_context {
 static __thread vmw_context* vmw_running;
 static struct sigaction vmw_previous, vmw_previous_fpe;
 static int vmw_installed;
+
+/* What the emitted code needs of the host CPU and kernel: NULL if all is there, else what is not.
+ * FSGSBASE in user mode (Linux 5.9+ enables it and says so in AT_HWCAP2 bit 1) for the window base;
+ * BMI2 for the flagless budget check and string steps (SARX, PEXT). */
+static const char* vmw_host_missing(void) {
+#if defined(__x86_64__)
+    if (!(getauxval(AT_HWCAP2) & 2))
+        return "FSGSBASE in user mode (AT_HWCAP2 bit 1)";
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("bmi2"))
+        return "BMI2";
+    return NULL;
+#else
+    return "an x86-64 host";
+#endif
+}
 
 /* at: a host address for the window, or NULL for anywhere; never replaces an existing mapping */
 static int vmw_reserve(vmw_window* w, int ram_fd, uint32_t ram_pages, void* at) {
@@ -110,6 +127,17 @@ static int vmw_unmap(vmw_window* w, uint32_t gla_page) {
         return -EINVAL;
     void* at = w->base + ((uint64_t)gla_page << 12);
     if (mmap(at, VMW_PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
+        return -errno;
+    w->n_unmaps++;
+    return 0;
+}
+
+/* Every page back to "not filled" (a flush of a paged view): one mmap over the reservation. */
+static int vmw_clear(vmw_window* w) {
+    if (!w->base)
+        return -EINVAL;
+    if (mmap(w->base, w->reserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
+            == MAP_FAILED)
         return -errno;
     w->n_unmaps++;
     return 0;
