@@ -59,11 +59,15 @@ def assemble(name: str) -> bytes:
     return assemble_text((GUESTS / f"{name}.asm").read_text(), name, include_dir=GUESTS)
 
 
-def boot(name: str, count: int = 10**7, timeout: float = 30, memory_mb: int = 16, mode: str | None = None):
+def boot(name: str, count: int = 10**7, timeout: float = 30, memory_mb: int = 16, mode: str | None = None,
+         engine: str | None = None, setup=None):
     """Assemble guest ``name``, load it at 0x7C00, start it in real mode, run it in a machine of
-    ``mode`` (default: the Machine's default). Returns (machine, RunResult)."""
+    ``mode`` on ``engine`` (defaults: the Machine's). ``setup(machine)`` runs before the guest.
+    Returns (machine, RunResult)."""
     binary = assemble(name)
-    m = vmcore.Machine(memory_mb=memory_mb, mode=mode)
+    m = vmcore.Machine(memory_mb=memory_mb, mode=mode, engine=engine)
+    if setup is not None:
+        setup(m)
     m.reset()
     m.mem_write(LOAD_GPA, binary)
     m.reg_write("cs", 0)

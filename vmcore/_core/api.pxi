@@ -247,6 +247,15 @@ cdef class Engine:
             raise ValueError(f"jit_threshold must be 1..1000000, not {runs}")
         (<JitState*>self.c.jit).hot = runs
 
+    def jit_windows(self):
+        """(host address, bytes reserved) of each guest window: the identity view, then the paged
+        supervisor and user views; [] with the interpreter alone."""
+        cdef JitState* J = <JitState*>self.c.jit
+        if J == NULL:
+            return []
+        return [(<uintptr_t>J.win.base, J.win.reserved), (<uintptr_t>J.pv[0].w.base, J.pv[0].w.reserved),
+                (<uintptr_t>J.pv[1].w.base, J.pv[1].w.reserved)]
+
     def jit_stats(self):
         """The JIT's counters; {} with the interpreter alone."""
         cdef JitState* J = <JitState*>self.c.jit

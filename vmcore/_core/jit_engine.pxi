@@ -197,9 +197,16 @@ cdef void jit_drop_write(Cpu* c, uint32_t gpa_page) noexcept nogil:
         J.pv[v].gla_gpa[gla_page] = (gpa_page << 1) + 1
 
 cdef int translate_fill(Cpu* c, uint32_t gla, int is_write, uint32_t* gpa) noexcept nogil:
-    """The engine's translation of an access at the current privilege, for a window fill; a fault
-    leaves no trace (the interpreter raises it when it runs the instruction)."""
-    cdef uint32_t w, g
+    """The translation an access at the current privilege gets, for a window fill: the software
+    TLB's when it holds one (stale or not: the window and the TLB are one TLB to the guest), else
+    the engine's walk, which then fills the TLB as the interpreter's slow path would. A fault leaves
+    no trace (the interpreter raises it when it runs the instruction)."""
+    cdef uint32_t w, g, page
+    cdef uint32_t tag = gla & 0xFFFFF000U
+    cdef TlbEntry* e = &c.tlb[(gla >> 12) & (TLB_SIZE - 1)]
+    if e.tag_r == tag and e.gpa_page < c.ram_pages and (not is_write or e.tag_w == tag):
+        gpa[0] = (e.gpa_page << 12) | (gla & 0xFFF)
+        return 0
     cdef uint32_t saved_cr2 = c.cr2
     cdef uint64_t saved_pf = c.n_page_faults, saved_true = c.n_true_faults
     cdef int saved_vector = c.exc_vector, saved_has_err = c.exc_has_err
@@ -212,6 +219,17 @@ cdef int translate_fill(Cpu* c, uint32_t gla, int is_write, uint32_t* gpa) noexc
         c.exc_has_err = saved_has_err
         c.exc_err = saved_err
         return RC_FAULT
+    page = gpa[0] >> 12
+    if page < c.ram_pages and not rom_page(c, page):
+        e = tlb_for_fill(c, gla)
+        if e.gpa_page != page or e.tag_r != tag:
+            e.tag_w = 1
+        e.tag_r = tag
+        e.gpa_page = page
+        e.is_global = g
+        e.addend = <uintptr_t>(c.ram + (page << 12)) - <uintptr_t>tag
+        if is_write and w and c.code_map[page] == 0 and not c.traced[page]:
+            e.tag_w = tag
     return 0
 
 cdef bint pv_fill(Cpu* c, int v, uint32_t gla, bint is_write) noexcept nogil:
