@@ -6,7 +6,8 @@
  * Guest memory operands are gs: + addr32 (0x65 0x67): the effective address is computed in 32
  * bits and is an offset into the window that GS points at.
  *
- * The arena is written while PROT_READ|PROT_WRITE and run while PROT_READ|PROT_EXEC, never both. */
+ * The arena is one memfd mapped twice: read-write at wbase, where the emitter writes, and read-execute at
+ * base, where the code runs; no mapping is both (W^X) and patching a jump costs no mprotect. */
 #ifndef VMCORE_JIT_EMIT_H
 #define VMCORE_JIT_EMIT_H
 
@@ -14,6 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 /* Guest state as emitted code sees it (offsets are baked into the code: keep in step with
  * VMJ_OFF_* below). */
@@ -40,39 +42,52 @@ enum { VMJ_EXIT_END = 1, VMJ_EXIT_FAULT = 2 };
 #define VMJ_FLAGS_MASK 0x0CD5U
 
 typedef struct vmj_arena {
-    uint8_t* base;
+    uint8_t* base;          /* the code as it runs (PROT_READ | PROT_EXEC) */
+    uint8_t* wbase;         /* the same pages, to write (PROT_READ | PROT_WRITE) */
     size_t size, used;
-    int writable;           /* 1: PROT_READ|PROT_WRITE now, 0: PROT_READ|PROT_EXEC */
+    int writable;           /* 1: between unseal and seal, when the emitter may write */
     int overflow;           /* an emit ran past the end: the code is not usable */
 } vmj_arena;
 
 static int vmj_arena_open(vmj_arena* a, size_t size) {
-    void* p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int fd = memfd_create("vmcore-jit-code", MFD_CLOEXEC);
+    void *w, *x;
     memset(a, 0, sizeof(*a));
-    if (p == MAP_FAILED)
+    if (fd < 0)
         return -1;
-    a->base = (uint8_t*)p;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        close(fd);
+        return -1;
+    }
+    w = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    x = w == MAP_FAILED ? MAP_FAILED : mmap(NULL, size, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+    close(fd);
+    if (x == MAP_FAILED) {
+        if (w != MAP_FAILED)
+            munmap(w, size);
+        return -1;
+    }
+    a->wbase = (uint8_t*)w;
+    a->base = (uint8_t*)x;
     a->size = size;
     a->writable = 1;
     return 0;
 }
 
 static void vmj_arena_close(vmj_arena* a) {
-    if (a->base)
+    if (a->base) {
         munmap(a->base, a->size);
-    a->base = NULL;
+        munmap(a->wbase, a->size);
+    }
+    a->base = a->wbase = NULL;
 }
 
-static int vmj_arena_seal(vmj_arena* a) {          /* W^X: from writing to running */
-    if (mprotect(a->base, a->size, PROT_READ | PROT_EXEC) != 0)
-        return -1;
+static int vmj_arena_seal(vmj_arena* a) {          /* done writing */
     a->writable = 0;
     return 0;
 }
 
-static int vmj_arena_unseal(vmj_arena* a) {        /* from running to writing */
-    if (mprotect(a->base, a->size, PROT_READ | PROT_WRITE) != 0)
-        return -1;
+static int vmj_arena_unseal(vmj_arena* a) {        /* about to write */
     a->writable = 1;
     return 0;
 }
@@ -82,7 +97,7 @@ static inline void vmj_b(vmj_arena* a, uint8_t v) {
         a->overflow = 1;
         return;
     }
-    a->base[a->used++] = v;
+    a->wbase[a->used++] = v;
 }
 
 static inline void vmj_u32(vmj_arena* a, uint32_t v) {

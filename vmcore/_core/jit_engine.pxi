@@ -79,7 +79,9 @@ cdef struct JitState:
     PagedView pv[2]             # paging on: the supervisor and the user view
     uint32_t* wmap              # per gpa page: (gla page << 2 | view) + 1 of its one writable
                                 # paged mapping, WMAP_MANY for several, 0 for none
-    uint32_t chain_epoch        # c.epoch when the stubs were patched and the indirect table filled
+    uint32_t chain_gen          # bumped where chains may break: TLB flushes, INVLPG of a code page
+    uint32_t chain_epoch        # chain_gen when the stubs were patched and the indirect table filled
+    uint8_t* code_glas          # per gla page: 1 if a translated block lies in it
     uint32_t chain_view         # the view they were made in (2: paging off)
     uint64_t last_fault_rip
     uint32_t last_fault_gla
@@ -161,6 +163,7 @@ cdef void jit_tlb_flush(Cpu* c) noexcept nogil:
     """tlb_flush_all / tlb_flush_nonglobal: both paged views (global pages too: a conservative TLB)."""
     cdef JitState* J = <JitState*>c.jit
     cdef uint64_t interval = c.icount - J.last_flush_icount
+    J.chain_gen += 1
     J.flush_interval = (J.flush_interval * 7 + interval) // 8
     J.last_flush_icount = c.icount
     pv_flush(c, 0)
@@ -170,6 +173,8 @@ cdef void jit_tlb_flush_page(Cpu* c, uint32_t gla) noexcept nogil:
     """INVLPG of gla: both paged views forget its page."""
     cdef JitState* J = <JitState*>c.jit
     cdef int v
+    if J.code_glas[gla >> 12]:
+        J.chain_gen += 1        # chains into code on this page may lead elsewhere now
     for v in range(2):
         if J.pv[v].gla_gpa[gla >> 12]:
             vmw_unmap(&J.pv[v].w, gla >> 12)
@@ -311,6 +316,8 @@ cdef void jit_translate_block(Cpu* c, Block* blk) noexcept nogil:
         J.n_translate_fails += 1
         return
     blk.jit_block = jb
+    J.code_glas[blk.eip >> 12] = 1
+    J.code_glas[(blk.end_eip - 1) >> 12] = 1
 
 cdef int jit_run(Cpu* c, Block* blk, uint64_t stop_at) noexcept nogil:
     """Run translated code from blk until it leaves it; the CPU state is the interpreter's again after.
@@ -338,11 +345,11 @@ cdef int jit_run(Cpu* c, Block* blk, uint64_t stop_at) noexcept nogil:
     else:
         st.window_base = <uintptr_t>J.pv[view].w.base
         J.ctx.window = &J.pv[view].w
-    if c.epoch != J.chain_epoch or view != J.chain_view:
+    if J.chain_gen != J.chain_epoch or view != J.chain_view:
         # chains and the indirect table hold translations of code addresses: made under other
         # page tables or another privilege, they may not hold here
         jit_unchain(c)
-        J.chain_epoch = c.epoch
+        J.chain_epoch = J.chain_gen
         J.chain_view = view
     for k in range(8):
         st.gpr[k] = c.regs[k]
@@ -454,7 +461,8 @@ cdef int jit_attach(Cpu* c, int ram_fd) noexcept nogil:
             jit_free(J)
             return -12
     J.wmap = <uint32_t*>calloc(c.ram_pages, sizeof(uint32_t))
-    if J.wmap == NULL:
+    J.code_glas = <uint8_t*>calloc(1 << 20, 1)
+    if J.wmap == NULL or J.code_glas == NULL:
         jit_free(J)
         return -12
     J.hot = JIT_HOT
@@ -473,6 +481,7 @@ cdef void jit_free(JitState* J) noexcept nogil:
         free(J.pv[v].gla_gpa)
         free(J.pv[v].filled)
     free(J.wmap)
+    free(J.code_glas)
     munmap(J.st_pages, JIT_STATE_BYTES)
     free(J)
 

@@ -30,6 +30,8 @@
 
 typedef uint64_t vmj_ind_entry;
 
+#define VMJ_IND_USED_MAX 1024
+
 enum { VMJ_EXIT_STUB = 3 };
 
 /* One side table row: the host code of a guest instruction starts at host_off. */
@@ -60,12 +62,14 @@ typedef struct vmj_cache {
     vmj_ind_entry* ind;                         /* its table (VMJ_IND_SIZE entries) */
     uint32_t* patched;                          /* stubs patched into jumps: arena offset, target eip */
     uint32_t n_patched, cap_patched;
+    uint32_t ind_used[VMJ_IND_USED_MAX];        /* the slots filled since the table was last emptied */
+    uint32_t n_ind_used;                        /* VMJ_IND_USED_MAX + 1: too many to list */
     uint64_t n_translated, n_host_bytes, n_chained, n_flushes;
 } vmj_cache;
 
 static inline void vmj_rel32_at(vmj_arena* a, size_t at, size_t target) {
     uint32_t rel = (uint32_t)(target - (at + 4));
-    memcpy(a->base + at, &rel, 4);
+    memcpy(a->wbase + at, &rel, 4);
 }
 
 /* mov dword [r15 + disp8], imm32 */
@@ -151,14 +155,26 @@ static void vmj_ind_clear(vmj_cache* k) {
     uint32_t j;
     if (!k->ind)
         return;
-    for (j = 0; j < VMJ_IND_SIZE; j++)
-        k->ind[j] = (uint64_t)(uintptr_t)(k->arena.base + k->ind_miss_off);
+    uint64_t miss = (uint64_t)(uintptr_t)(k->arena.base + k->ind_miss_off);
+    if (k->n_ind_used <= VMJ_IND_USED_MAX) {
+        for (j = 0; j < k->n_ind_used; j++)
+            k->ind[k->ind_used[j]] = miss;
+    } else {
+        for (j = 0; j < VMJ_IND_SIZE; j++)
+            k->ind[j] = miss;
+    }
+    k->n_ind_used = 0;
 }
 
 /* After an indirect branch to eip found the translated block at entry_off: the next one goes there
  * without leaving host code. */
 static inline void vmj_ind_set(vmj_cache* k, uint32_t eip, uint32_t ind_entry_off) {
-    k->ind[eip & (VMJ_IND_SIZE - 1)] = (uint64_t)(uintptr_t)(k->arena.base + ind_entry_off);
+    uint32_t slot = eip & (VMJ_IND_SIZE - 1);
+    if (k->n_ind_used < VMJ_IND_USED_MAX)
+        k->ind_used[k->n_ind_used++] = slot;
+    else
+        k->n_ind_used = VMJ_IND_USED_MAX + 1;
+    k->ind[slot] = (uint64_t)(uintptr_t)(k->arena.base + ind_entry_off);
 }
 
 /* Empty the cache: only the trampolines stay. */
@@ -187,6 +203,7 @@ static int vmj_cache_open(vmj_cache* k, size_t arena_size, uint32_t max_blocks, 
                           vmj_ind_entry* ind) {
     memset(k, 0, sizeof(*k));
     k->ind = ind;
+    k->n_ind_used = VMJ_IND_USED_MAX + 1;         /* the first clear fills every slot */
     if (vmj_arena_open(&k->arena, arena_size) != 0)
         return -1;
     k->side = (vmj_side*)calloc(max_side, sizeof(vmj_side));
@@ -398,9 +415,9 @@ static int vmj_emit_string(vmj_cache* k, const uint8_t* g, int len) {
         }
         vmj_b(a, 0xEB); vmj_b(a, (uint8_t)(top - (a->used + 1)));       /* jmp top */
         if (!a->overflow) {
-            a->base[jecxz] = (uint8_t)(a->used - (jecxz + 1));
+            a->wbase[jecxz] = (uint8_t)(a->used - (jecxz + 1));
             if (exit_jcc)
-                a->base[exit_jcc] = (uint8_t)(a->used - (exit_jcc + 1));
+                a->wbase[exit_jcc] = (uint8_t)(a->used - (exit_jcc + 1));
         }
         if (a->used - top > 120)
             a->overflow = 1;                                            /* rel8 out of reach: not reached */
@@ -465,7 +482,7 @@ finished:
     }
     {
         uint32_t neg = (uint32_t)(-(int32_t)done);
-        memcpy(a->base + charge, &neg, 4);
+        memcpy(a->wbase + charge, &neg, 4);
     }
     jb = &k->blocks[k->n_blocks];
     jb->eip = eip;
@@ -489,8 +506,8 @@ static int vmj_patch_stub(vmj_cache* k, uint32_t stub_off, uint32_t entry_off) {
     k->patched[2 * k->n_patched] = stub_off;
     k->patched[2 * k->n_patched + 1] = target;
     k->n_patched++;
-    a->base[stub_off] = 0xE9;
-    memcpy(a->base + stub_off + 1, &rel, 4);
+    a->wbase[stub_off] = 0xE9;
+    memcpy(a->wbase + stub_off + 1, &rel, 4);
     k->n_chained++;
     return vmj_arena_seal(a);
 }
@@ -505,9 +522,9 @@ static int vmj_unchain(vmj_cache* k) {
             return -1;
         for (j = 0; j < k->n_patched; j++) {
             uint32_t off = k->patched[2 * j], target = k->patched[2 * j + 1];
-            a->base[off] = 0x41; a->base[off + 1] = 0xC7; a->base[off + 2] = 0x47;
-            a->base[off + 3] = VMJ_OFF_NEXT;
-            memcpy(a->base + off + 4, &target, 4);
+            a->wbase[off] = 0x41; a->wbase[off + 1] = 0xC7; a->wbase[off + 2] = 0x47;
+            a->wbase[off + 3] = VMJ_OFF_NEXT;
+            memcpy(a->wbase + off + 4, &target, 4);
         }
         k->n_patched = 0;
         vmj_arena_seal(a);
