@@ -42,6 +42,7 @@ def main() -> int:
     ap.add_argument("--size", default="bench")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-interp", action="store_true", help="leave out the interpreter (minutes at bench size)")
+    ap.add_argument("--interp-rounds", type=int, default=None, help="runs of the interpreter (default: --rounds)")
     args = ap.parse_args()
     print(f"{'workload':9s} {'native':>8s} {'bare jit':>17s} {'bt jit':>17s} {'bare interp':>17s} "
           f"{'jit/native':>10s} {'bt/bare':>8s} {'interp/jit':>10s}")
@@ -51,7 +52,8 @@ def main() -> int:
         jit, n, console = run_vm(name, size, "bare", "jit", args.rounds)
         assert console == native.output, (console, native.output)
         bt, _, _ = run_vm(name, size, "bt", "jit", args.rounds)
-        interp = run_vm(name, size, "bare", "interp", args.rounds)[0] if not args.skip_interp else None
+        interp = (run_vm(name, size, "bare", "interp", args.interp_rounds or args.rounds)[0]
+                  if not args.skip_interp else None)
 
         def cell(t):
             return f"{t:6.3f}s {n / t / 1e6:6.0f}MIPS" if t else f"{'-':>17s}"

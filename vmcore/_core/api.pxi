@@ -280,6 +280,7 @@ cdef class Engine:
             "jit_faults_traced": J.n_faults_traced,
             "jit_faults_unmapped": J.n_faults_unmapped,
             "jit_faults_divide": J.n_faults_divide,
+            "jit_faults_true": J.n_faults_true,
             "jit_interp_handoffs": J.n_interp_handoffs,
             "jit_window_maps": J.win.n_maps,
             "jit_window_protects": J.win.n_protects,

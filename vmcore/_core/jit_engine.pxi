@@ -62,6 +62,9 @@ cdef enum:
 cdef enum:
     PV_FILLED_MAX = 4096        # filled pages a view lists before a flush clears its whole table
     WMAP_MANY = 0xFFFFFFFF
+    FILL_DONE = 0
+    FILL_TRUE = 1
+    FILL_SLOW = 2
     # paged code runs translated only while the guest goes this many instructions between TLB flushes
     # (on average, or since the last one): each flush empties the views, and refilling a page costs a host fault and an mmap
     # (~6 us, the time of ~1,500 interpreted instructions), so a guest that switches address spaces
@@ -100,7 +103,7 @@ cdef struct JitState:
     uint32_t skip_once      # interpret the next block (an instruction that faulted in host code)
     uint32_t hot            # interpreted runs of a block before it is translated (JIT_HOT)
     uint64_t n_entries, n_stub_exits, n_indirect_exits, n_budget_exits
-    uint64_t n_faults_traced, n_faults_unmapped, n_faults_divide, n_interp_handoffs, n_flushes, n_translate_fails
+    uint64_t n_faults_traced, n_faults_unmapped, n_faults_divide, n_faults_true, n_interp_handoffs, n_flushes, n_translate_fails
     uint64_t n_jit_insns
     uint64_t translate_ns
 
@@ -237,23 +240,24 @@ cdef int translate_fill(Cpu* c, uint32_t gla, int is_write, uint32_t* gpa) noexc
             e.tag_w = tag
     return 0
 
-cdef bint pv_fill(Cpu* c, int v, uint32_t gla, bint is_write) noexcept nogil:
-    """A window fault at gla in paged view v: map the page if the access is allowed and plain RAM;
-    False when the interpreter must run the instruction (a #PF, ROM, open bus, a traced write)."""
+cdef int pv_fill(Cpu* c, int v, uint32_t gla, bint is_write) noexcept nogil:
+    """A window fault at gla in paged view v: map the page if the access is allowed and plain RAM
+    (FILL_DONE); else the interpreter must run the instruction: FILL_TRUE for the guest's own #PF,
+    FILL_SLOW for ROM, open bus or a write to a traced page."""
     cdef JitState* J = <JitState*>c.jit
     cdef PagedView* P = &J.pv[v]
     cdef uint32_t gpa, page, gla_page = gla >> 12
     cdef bint rw
     if translate_fill(c, gla, is_write, &gpa):
-        return False
+        return FILL_TRUE
     page = gpa >> 12
     if page >= c.ram_pages or rom_page(c, page):
-        return False
+        return FILL_SLOW
     rw = is_write and c.code_map[page] == 0 and not c.traced[page]
     if is_write and not rw:
-        return False
+        return FILL_SLOW
     if vmw_map(&P.w, gla_page, page, PROT_READ | (PROT_WRITE if rw else 0)) != 0:
-        return False
+        return FILL_SLOW
     if P.gla_gpa[gla_page] == 0:
         if P.n_filled < PV_FILLED_MAX:
             P.filled[P.n_filled] = gla_page
@@ -267,7 +271,7 @@ cdef bint pv_fill(Cpu* c, int v, uint32_t gla, bint is_write) noexcept nogil:
         else:
             J.wmap[page] = WMAP_MANY
     J.n_hidden_fills += 1
-    return True
+    return FILL_DONE
 
 cdef void jit_flush(Cpu* c) noexcept nogil:
     """Forget every translation (a translated block's guest code changed, or the cache is full)."""
@@ -330,7 +334,7 @@ cdef int jit_run(Cpu* c, Block* blk, uint64_t stop_at) noexcept nogil:
     cdef Block* nb
     cdef vmj_jblock* jb
     cdef const vmj_side* s
-    cdef int bi, view
+    cdef int bi, view, fill = FILL_SLOW
     cdef uint32_t gpa
     cdef bint paged = (c.cr0 & CR0_PG) != 0
     if paged and J.flush_interval < J.paged_min_interval and c.icount - J.last_flush_icount < J.paged_min_interval:
@@ -400,7 +404,8 @@ cdef int jit_run(Cpu* c, Block* blk, uint64_t stop_at) noexcept nogil:
                 and not (J.ctx.fault.rip == J.last_fault_rip and J.ctx.fault.gla == J.last_fault_gla)):
             J.last_fault_rip = J.ctx.fault.rip
             J.last_fault_gla = J.ctx.fault.gla
-            if pv_fill(c, view, J.ctx.fault.gla, J.ctx.fault.write):
+            fill = pv_fill(c, view, J.ctx.fault.gla, J.ctx.fault.write)
+            if fill == FILL_DONE:
                 # a hidden fault: the page is there now; the instruction starts over in host code
                 st.target = <uintptr_t>(base + s.host_off)
                 continue
@@ -410,6 +415,8 @@ cdef int jit_run(Cpu* c, Block* blk, uint64_t stop_at) noexcept nogil:
         c.eip = s.eip
         if J.ctx.fault.kind == VMW_FAULT_DIVIDE:
             J.n_faults_divide += 1
+        elif fill == FILL_TRUE:
+            J.n_faults_true += 1        # the guest's own page fault: the interpreter raises it
         elif J.ctx.fault.gla < c.ram_size and c.code_map[J.ctx.fault.gla >> 12]:
             J.n_faults_traced += 1
         else:

@@ -263,7 +263,17 @@ static inline int32_t vmj_rd32(const uint8_t* p) { int32_t v; memcpy(&v, p, 4); 
 
 /* The block's last instruction, if it is a branch this translator handles: emits it and its stubs;
  * 0 (nothing emitted) otherwise. next: the EIP after it. */
-static int vmj_emit_branch(vmj_cache* k, const uint8_t* g, int len, uint32_t next) {
+/* A direct branch to guest target: to the block's own entry when it loops back to its start (always
+ * valid: it is this code; the entry charges the budget again), else to a stub. */
+static void vmj_emit_direct(vmj_cache* k, uint32_t target, uint32_t self_eip, size_t self_entry) {
+    if (target == self_eip)
+        vmj_jmp_to(&k->arena, self_entry);
+    else
+        vmj_emit_stub(k, target);
+}
+
+static int vmj_emit_branch(vmj_cache* k, const uint8_t* g, int len, uint32_t next, uint32_t self_eip,
+                           size_t self_entry) {
     vmj_arena* a = &k->arena;
     size_t at, fall;
     uint8_t op = g[0];
@@ -272,13 +282,21 @@ static int vmj_emit_branch(vmj_cache* k, const uint8_t* g, int len, uint32_t nex
     if ((op >= 0x70 && op <= 0x7F && len == 2) || (op == 0x0F && len == 6 && g[1] >= 0x80 && g[1] <= 0x8F)) {
         uint32_t target = next + (op == 0x0F ? (uint32_t)vmj_rd32(g + 2) : (uint32_t)(int32_t)(int8_t)g[1]);
         uint8_t cc = op == 0x0F ? g[1] & 15 : op & 15;
+        if (target == self_eip) {                       /* a loop on itself: jcc straight to the entry */
+            vmj_b(a, 0x0F); vmj_b(a, 0x80 | cc); vmj_u32(a, 0);
+            if (!a->overflow)
+                vmj_rel32_at(a, a->used - 4, self_entry);
+            vmj_emit_stub(k, next);
+            return 1;
+        }
         vmj_b(a, 0x0F); vmj_b(a, 0x80 | cc); vmj_u32(a, VMJ_STUB_LEN);   /* jcc taken */
         vmj_emit_stub(k, next);
         vmj_emit_stub(k, target);
         return 1;
     }
     if ((op == 0xEB && len == 2) || (op == 0xE9 && len == 5)) {
-        vmj_emit_stub(k, next + (op == 0xE9 ? (uint32_t)vmj_rd32(g + 1) : (uint32_t)(int32_t)(int8_t)g[1]));
+        vmj_emit_direct(k, next + (op == 0xE9 ? (uint32_t)vmj_rd32(g + 1) : (uint32_t)(int32_t)(int8_t)g[1]),
+                        self_eip, self_entry);
         return 1;
     }
     if (op == 0xE8 && len == 5) {
@@ -304,7 +322,7 @@ static int vmj_emit_branch(vmj_cache* k, const uint8_t* g, int len, uint32_t nex
         vmj_emit_stub(k, next);
         if (!a->overflow)
             vmj_rel32_at(a, at + 1, a->used);
-        vmj_emit_stub(k, target);
+        vmj_emit_direct(k, target, self_eip, self_entry);
         (void)fall;
         return 1;
     }
@@ -452,7 +470,7 @@ static int vmj_translate(vmj_cache* k, uint32_t eip, const uint8_t* code, const 
     for (done = 0; done < n; done++) {
         len = lens[done];
         vmj_side_add(k, cur, done);
-        if (done == n - 1 && last_is_branch && vmj_emit_branch(k, code + pos, len, cur + len)) {
+        if (done == n - 1 && last_is_branch && vmj_emit_branch(k, code + pos, len, cur + len, eip, entry)) {
             done++;
             goto finished;
         }
