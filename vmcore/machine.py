@@ -287,6 +287,31 @@ class Machine:
         self.reg_write("eip", boot.entry_gla)
         self.boot_info = boot
 
+    def load_linux(self, kernel, initrd=None, cmdline: str = ""):
+        """Load a Linux bzImage (and an initrd) and set the CPU as the 32-bit boot protocol
+        requires (Documentation/arch/x86/boot.rst): flat CS = 0x10, DS = ES = SS = 0x18 from a
+        GDT in guest memory, ESI = the zero page, EBP = EDI = EBX = 0, IF = 0, paging off."""
+        from vmcore.loaders.bzimage import BOOT_CS, BOOT_DS, CS_ATTR, DS_ATTR, GDT, load_bzimage
+
+        boot = load_bzimage(self.memory, kernel, initrd, cmdline)
+        engine = self._engine
+        engine.flush()
+        engine.reset_flat32()
+        engine.gdtr_set(boot.gdt_gpa, len(GDT) - 1)
+        for k, seg in enumerate(SEG_NAMES):
+            if seg == "cs":
+                engine.seg_set(k, BOOT_CS, 0, 0xFFFFFFFF, CS_ATTR)
+            else:
+                engine.seg_set(k, BOOT_DS, 0, 0xFFFFFFFF, DS_ATTR)
+        for reg in REG_NAMES:
+            self.reg_write(reg, 0)
+        self.reg_write("esi", boot.zero_page_gpa)
+        self.reg_write("esp", 0)
+        self.reg_write("eflags", 0x2)
+        self.reg_write("eip", boot.entry_gla)
+        self.boot_info = boot
+        return boot
+
     def load_bios(self, path) -> None:
         """Map a ROM image (a multiple of 64 KiB, at most 1 MiB) at the top of the 4 GiB
         space and its last 128 KiB below 1 MiB, as a PC does, and reset the CPU so that it
@@ -385,6 +410,11 @@ class Machine:
                 budget = _SLICE if count is None else min(_SLICE, count - done)
                 if timers.active:            # a timer armed: end the slice at its deadline
                     budget = timers.bound(budget)
+                # the TSC keeps pace with the clock: it gains the time that passed without
+                # instructions (HLT skipped under the virtual clock, I/O cycles, host time)
+                behind = self.clock.now() - engine.icount
+                if behind > engine.tsc_offset:
+                    engine.tsc_offset = behind
                 code = engine.run(budget)
                 if timers.active:            # time-driven IRQs and host input, before the exit is handled
                     timers.service()

@@ -119,6 +119,7 @@ cdef struct Cpu:
     uint32_t msr_sysenter_esp
     uint32_t msr_sysenter_eip
     uint64_t msr_apic_base
+    uint64_t tsc_offset     # time stamp counter = icount + tsc_offset (time that passed without instructions)
     uint32_t code32     # CS.D: default operand/address size 32
     uint32_t ss32       # SS.B: 32-bit stack pointer
     uint32_t ss_mask    # 0xFFFFFFFF with ss32, else 0xFFFF

@@ -119,7 +119,7 @@ cdef class Engine:
         CS:IP = F000:FFF0 with CS base FFFF0000h, every limit FFFFh."""
         cdef int k
         self._reset_common()
-        self.c.regs[R_EDX] = 0x00000611     # the CPUID leaf 1 signature
+        self.c.regs[R_EDX] = 0x00000619     # the CPUID leaf 1 signature
         self.c.eip = 0xFFF0
         for k in range(6):
             self.c.seg[k].sel = 0
@@ -418,6 +418,13 @@ cdef class Engine:
             self.c.a20_mask = mask
             tlb_flush_all(self.c)
             cache_flush(self.c)
+
+    property tsc_offset:
+        """Added to the instruction count to make the time stamp counter (RDTSC, MSR 0x10)."""
+        def __get__(self):
+            return self.c.tsc_offset
+        def __set__(self, uint64_t v):
+            self.c.tsc_offset = v
 
     property a20:
         def __get__(self):

@@ -180,6 +180,7 @@ cdef int h_CACHE(Cpu* c, Insn* i) noexcept nogil:
 cdef enum:
     MSR_TSC = 0x10
     MSR_APIC_BASE = 0x1B
+    MSR_BIOS_SIGN_ID = 0x8B     # IA32_BIOS_SIGN_ID: the microcode revision (EDX) after CPUID leaf 1
     MSR_SYSENTER_CS = 0x174
     MSR_SYSENTER_ESP = 0x175
     MSR_SYSENTER_EIP = 0x176
@@ -192,6 +193,9 @@ cdef int h_RDMSR(Cpu* c, Insn* i) noexcept nogil:
         return RC_FAULT
     if n == MSR_TSC:
         v = c.icount + <uint64_t>(i - c.cur_block.insns) if c.cur_block != NULL else c.icount
+        v += c.tsc_offset
+    elif n == MSR_BIOS_SIGN_ID:
+        v = 0                   # no microcode update loaded (revision 0)
     elif n == MSR_APIC_BASE:
         v = c.msr_apic_base
     elif n == MSR_SYSENTER_CS:
@@ -212,7 +216,9 @@ cdef int h_WRMSR(Cpu* c, Insn* i) noexcept nogil:
     cdef uint64_t v = (<uint64_t>c.regs[R_EDX] << 32) | c.regs[R_EAX]
     if need_cpl0(c):
         return RC_FAULT
-    if n == MSR_APIC_BASE:
+    if n == MSR_BIOS_SIGN_ID:
+        pass                    # software writes 0 before CPUID to read the revision back
+    elif n == MSR_APIC_BASE:
         c.msr_apic_base = v & 0xFFFFF900ULL
     elif n == MSR_SYSENTER_CS:
         c.msr_sysenter_cs = <uint32_t>v & 0xFFFF

@@ -57,7 +57,7 @@ cdef int h_CPUID(Cpu* c, Insn* i) noexcept nogil:
         c.regs[R_ECX] = 0x6C65746E   # "ntel"
         return RC_NEXT
     # leaf 1, and any leaf above the maximum reports the highest basic leaf
-    c.regs[R_EAX] = 0x00000611       # family 6, model 1, stepping 1
+    c.regs[R_EAX] = 0x00000619       # family 6, model 1, stepping 9 (a Pentium Pro without the stepping<8 errata)
     c.regs[R_EBX] = 0
     c.regs[R_ECX] = 0
     c.regs[R_EDX] = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 13) | (1 << 15)
@@ -65,8 +65,10 @@ cdef int h_CPUID(Cpu* c, Insn* i) noexcept nogil:
 
 cdef int h_RDTSC(Cpu* c, Insn* i) noexcept nogil:
     """0F 31: a virtual time stamp counter that counts guest instructions, so
-    that runs are reproducible. #GP(0) above CPL 0 with CR4.TSD."""
-    cdef uint64_t tsc = c.icount
+    that runs are reproducible, plus ``tsc_offset``: the time the machine's clock let pass
+    without instructions (HLT, I/O cycles), so that the TSC keeps pace with the PIT and the
+    RTC. #GP(0) above CPL 0 with CR4.TSD."""
+    cdef uint64_t tsc = c.icount + c.tsc_offset
     if (c.cr4 & CR4_TSD) and c.pe and c.cpl != 0:
         return fault_err(c, EXC_GP, 0)
     if c.cur_block != NULL:
