@@ -17,7 +17,7 @@ import numpy as np
 
 from vmcore._core._core import Engine, REG_NAMES, SEG_NAMES
 from vmcore.devices import DebugConsole, DebugExit, KeyboardController, PortBus, SystemControlPortA, Uart16550
-from vmcore.devices import Cmos, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB, TimerSet
+from vmcore.devices import Cmos, PciConfig, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB, TimerSet
 from vmcore.devices.clock import Clock, make_clock
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
 from vmcore.loaders.flat import load_flat
@@ -155,7 +155,7 @@ class Machine:
             engine = self._engine
             self.clock.icount = lambda: engine.icount
         self.timers = TimerSet(self.clock)   # the time-driven devices, polled between engine exits
-        self.pic = self.pit = self.cmos = self.port_b = self.post = None
+        self.pic = self.pit = self.cmos = self.port_b = self.post = self.kbc = self.pci = None
         self._intr = False
         self._halted = False                 # in HLT with IF = 1, waiting for an interrupt
         if devices:
@@ -166,6 +166,9 @@ class Machine:
             kbc = KeyboardController(self._engine.set_a20, _weak(self._on_reset))
             self.bus.attach(0x60, 1, kbc, name="i8042")
             self.bus.attach(0x64, 1, PortWindow(kbc, 4), name="i8042-command")
+            self.kbc = kbc
+            self.pci = PciConfig()
+            self.bus.attach(0xCF8, 8, self.pci, name="pci-config")
             self.pic = PicPair(_weak(self.set_intr))
             self.bus.attach(0x20, 2, self.pic.master, name="pic-master")
             self.bus.attach(0xA0, 2, self.pic.slave, name="pic-slave")
@@ -181,6 +184,8 @@ class Machine:
             self.pic.connect(0, self.pit.irq)
             self.pic.connect(4, self.uart.irq)
             self.pic.connect(8, self.cmos.irq)
+            self.pic.connect(1, kbc.irq)
+            self.pic.connect(12, kbc.aux_irq)
             self.timers.add(self.pit)
             self.timers.add(self.cmos)
             irq_of = {id(self.pit): 0, id(self.cmos): 8}
