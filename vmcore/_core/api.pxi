@@ -138,6 +138,7 @@ cdef class Engine:
         self.c.idtr_base = 0
         self.c.idtr_limit = 0xFFFF
         self.c.gdtr_limit = 0xFFFF
+        fpu_reset(self.c, True)
         cache_flush(self.c)
         tlb_flush_all(self.c)
         if self.c.roots != NULL:
@@ -182,10 +183,41 @@ cdef class Engine:
         self.c.idtr_base = 0
         self.c.idtr_limit = 0
         self.c.gdtr_limit = 0
+        fpu_reset(self.c, False)
         cache_flush(self.c)
         tlb_flush_all(self.c)
         if self.c.roots != NULL:
             shadow_flush_all(self.c)
+
+    def fpu_fxsave(self):
+        """The x87 state as FXSAVE stores it (bytes 0-159 of the image; ops_x87.pxi)."""
+        cdef uint8_t buf[160]
+        fpu_fx_store(self.c, buf)
+        return bytes(buf[:160])
+
+    def fpu_fnsave(self, bint o16=False, bint real=False):
+        """The x87 state as FNSAVE would store it (108 bytes, or 94 with o16), without the FNINIT."""
+        cdef uint8_t buf[108]
+        cdef uint32_t k, env = fpu_env_store(self.c, buf, o16, real)
+        for k in range(8):
+            memcpy(&buf[env + 10 * k], &self.c.fpu.b[32 + 16 * k], 10)
+        return bytes(buf[:env + 80])
+
+    def fpu_fxrstor(self, image):
+        """Load the x87 state from an FXSAVE image (at least its first 160 bytes), as FXRSTOR does."""
+        cdef const uint8_t[::1] v = bytes(image)
+        cdef uint8_t buf[160]
+        if v.shape[0] < 160:
+            raise ValueError("an FXSAVE image holds at least 160 bytes")
+        memcpy(buf, &v[0], 160)
+        fpu_fx_load(self.c, buf)
+
+    property fpu_ferr:
+        """FERR#: an unmasked x87 exception was reported with CR0.NE = 0 (IRQ 13 on a PC)."""
+        def __get__(self):
+            return self.c.ferr
+        def __set__(self, uint32_t v):
+            self.c.ferr = v
 
     def run(self, uint64_t budget):
         """Run at most ``budget`` instructions; returns the exit reason (int)."""

@@ -57,6 +57,7 @@ cdef enum:
     EXC_SS = 12
     EXC_GP = 13
     EXC_PF = 14
+    EXC_MF = 16         # x87 FPU floating-point error
 
 # Lazy flag kinds; cc_op = kind * 4 + size index (0: 8-bit, 1: 16-bit, 2: 32-bit).
 cdef enum:

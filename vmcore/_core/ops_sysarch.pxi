@@ -98,8 +98,9 @@ cdef int write_cr(Cpu* c, uint32_t n, uint32_t v) noexcept nogil:
     elif n == 3:
         load_cr3(c, v)
     else:
-        # implemented: TSD, DE, PSE, PGE; any other bit is reserved here (#GP)
-        if v & ~<uint32_t>(CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE):
+        # implemented: TSD, DE, PSE, PGE, OSFXSR (FXSAVE/FXRSTOR, which save no SSE state here);
+        # any other bit is reserved here (#GP)
+        if v & ~<uint32_t>(CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_OSFXSR):
             return fault_err(c, EXC_GP, 0)
         if (c.cr4 ^ v) & (CR4_PSE | CR4_PGE):
             c.cr4 = v

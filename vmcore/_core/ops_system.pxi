@@ -47,8 +47,9 @@ cdef int h_HLT(Cpu* c, Insn* i) noexcept nogil:
 
 cdef int h_CPUID(Cpu* c, Insn* i) noexcept nogil:
     """0F A2. What this engine implements, honestly (SDM Vol. 2 CPUID, leaf 1 EDX): an
-    i686-class integer CPU with DE, PSE, TSC, MSR, CX8, SEP, PGE and CMOV; no FPU, no
-    VME, no PAE, no local APIC, no MTRRs, no SIMD."""
+    i686-class CPU with an x87 FPU (FPU, ops_x87.pxi), DE, PSE, TSC, MSR, CX8, SEP, PGE, CMOV
+    and FXSR (FXSAVE/FXRSTOR of the x87 state, CR4.OSFXSR); no VME, no PAE, no local APIC, no
+    MTRRs, no MMX/SSE."""
     cdef uint32_t leaf = c.regs[R_EAX]
     if leaf == 0:
         c.regs[R_EAX] = 1
@@ -60,7 +61,8 @@ cdef int h_CPUID(Cpu* c, Insn* i) noexcept nogil:
     c.regs[R_EAX] = 0x00000619       # family 6, model 1, stepping 9 (a Pentium Pro without the stepping<8 errata)
     c.regs[R_EBX] = 0
     c.regs[R_ECX] = 0
-    c.regs[R_EDX] = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 13) | (1 << 15)
+    c.regs[R_EDX] = ((1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 13)
+                      | (1 << 15) | (1 << 24))
     return RC_NEXT
 
 cdef int h_RDTSC(Cpu* c, Insn* i) noexcept nogil:
