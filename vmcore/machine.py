@@ -492,6 +492,8 @@ class Machine:
             if self._intr or engine.irq_pending:
                 self._halted = False
                 return None, ""
+            if self._stop_requested:         # stop() from a host input while the guest idles
+                return Exit.STOPPED, "stop() was called"
             wake = timers.next_wake()
             if wake is None and not timers.input_open:
                 self._halted = False

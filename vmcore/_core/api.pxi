@@ -106,6 +106,7 @@ cdef class Engine:
         self.c.msr_sysenter_cs = 0
         self.c.msr_sysenter_esp = 0
         self.c.msr_sysenter_eip = 0
+        self.c.msr_perf[0] = self.c.msr_perf[1] = self.c.msr_perf[2] = self.c.msr_perf[3] = 0
         self.c.msr_apic_base = 0xFEE00900ULL
         self.c.exc_soft = 0
         self.c.io_string = 0

@@ -182,6 +182,10 @@ cdef enum:
     MSR_TSC = 0x10
     MSR_APIC_BASE = 0x1B
     MSR_BIOS_SIGN_ID = 0x8B     # IA32_BIOS_SIGN_ID: the microcode revision (EDX) after CPUID leaf 1
+    MSR_PERFCTR0 = 0xC1         # P6 family performance counters (SDM Vol. 3 §20.6.8): 40 bits;
+    MSR_PERFCTR1 = 0xC2         # here they keep what is written and count no events
+    MSR_EVNTSEL0 = 0x186
+    MSR_EVNTSEL1 = 0x187
     MSR_SYSENTER_CS = 0x174
     MSR_SYSENTER_ESP = 0x175
     MSR_SYSENTER_EIP = 0x176
@@ -197,6 +201,10 @@ cdef int h_RDMSR(Cpu* c, Insn* i) noexcept nogil:
         v += c.tsc_offset
     elif n == MSR_BIOS_SIGN_ID:
         v = 0                   # no microcode update loaded (revision 0)
+    elif n == MSR_PERFCTR0 or n == MSR_PERFCTR1:
+        v = c.msr_perf[n - MSR_PERFCTR0]
+    elif n == MSR_EVNTSEL0 or n == MSR_EVNTSEL1:
+        v = c.msr_perf[2 + n - MSR_EVNTSEL0]
     elif n == MSR_APIC_BASE:
         v = c.msr_apic_base
     elif n == MSR_SYSENTER_CS:
@@ -219,6 +227,14 @@ cdef int h_WRMSR(Cpu* c, Insn* i) noexcept nogil:
         return RC_FAULT
     if n == MSR_BIOS_SIGN_ID:
         pass                    # software writes 0 before CPUID to read the revision back
+    elif n == MSR_PERFCTR0 or n == MSR_PERFCTR1:
+        # WRMSR writes bits 31:0 of a counter, sign-extended to its 40 bits
+        v = <uint64_t><uint32_t>v
+        if v & 0x80000000ULL:
+            v |= 0xFF00000000ULL
+        c.msr_perf[n - MSR_PERFCTR0] = v
+    elif n == MSR_EVNTSEL0 or n == MSR_EVNTSEL1:
+        c.msr_perf[2 + n - MSR_EVNTSEL0] = v & 0xFFFFFFFFULL
     elif n == MSR_APIC_BASE:
         c.msr_apic_base = v & 0xFFFFF900ULL
     elif n == MSR_SYSENTER_CS:
