@@ -18,7 +18,7 @@ import numpy as np
 from vmcore._core._core import Engine, REG_NAMES, SEG_NAMES
 from vmcore.devices import DebugConsole, DebugExit, KeyboardController, PortBus, SystemControlPortA, Uart16550
 from vmcore.devices import Cmos, PciConfig, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB, TimerSet
-from vmcore.devices.clock import Clock, make_clock
+from vmcore.devices.clock import Clock, HostClock, make_clock
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
 from vmcore.loaders.flat import load_flat
 from vmcore.loaders.multiboot import load_multiboot
@@ -155,6 +155,11 @@ class Machine:
             engine = self._engine
             self.clock.icount = lambda: engine.icount
         self.timers = TimerSet(self.clock)   # the time-driven devices, polled between engine exits
+        # the TSC keeps pace with the clock: read from the host clock itself, or (any other
+        # clock) the instruction count plus the time that passed without instructions
+        self._tsc_follows_clock = not isinstance(self.clock, HostClock)
+        if not self._tsc_follows_clock:
+            self._engine.set_tsc_host(self.clock.origin_ns)
         self.pic = self.pit = self.cmos = self.port_b = self.post = self.kbc = self.pci = None
         self._intr = False
         self._halted = False                 # in HLT with IF = 1, waiting for an interrupt
@@ -415,11 +420,10 @@ class Machine:
                 budget = _SLICE if count is None else min(_SLICE, count - done)
                 if timers.active:            # a timer armed: end the slice at its deadline
                     budget = timers.bound(budget)
-                # the TSC keeps pace with the clock: it gains the time that passed without
-                # instructions (HLT skipped under the virtual clock, I/O cycles, host time)
-                behind = self.clock.now() - engine.icount
-                if behind > engine.tsc_offset:
-                    engine.tsc_offset = behind
+                if self._tsc_follows_clock:   # the TSC gains the time HLT and I/O cycles let pass
+                    behind = self.clock.now() - engine.icount
+                    if behind > engine.tsc_offset:
+                        engine.tsc_offset = behind
                 code = engine.run(budget)
                 if timers.active:            # time-driven IRQs and host input, before the exit is handled
                     timers.service()

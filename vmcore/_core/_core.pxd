@@ -124,6 +124,8 @@ cdef struct Cpu:
     uint32_t msr_sysenter_eip
     uint64_t msr_apic_base
     uint64_t msr_perf[4]    # P6 PerfCtr0/1 (0xC1, 0xC2) and PerfEvtSel0/1 (0x186, 0x187): stored, not counting
+    int tsc_host            # 1: the TSC is the host's CLOCK_MONOTONIC in ns minus tsc_origin_ns (host clock)
+    int64_t tsc_origin_ns
     uint64_t tsc_offset     # time stamp counter = icount + tsc_offset (time that passed without instructions)
     uint32_t code32     # CS.D: default operand/address size 32
     uint32_t ss32       # SS.B: 32-bit stack pointer

@@ -4,6 +4,7 @@
 compiler can inline across decode, execute and memory access."""
 
 from libc.string cimport memcpy, memcmp
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 cdef extern from *:
     int __builtin_clz(unsigned int x) nogil

@@ -452,6 +452,12 @@ cdef class Engine:
             tlb_flush_all(self.c)
             cache_flush(self.c)
 
+    def set_tsc_host(self, origin_ns):
+        """None: the TSC counts instructions (+ tsc_offset); an int: the TSC is the host's
+        CLOCK_MONOTONIC (time.monotonic_ns) minus origin_ns."""
+        self.c.tsc_host = 0 if origin_ns is None else 1
+        self.c.tsc_origin_ns = 0 if origin_ns is None else origin_ns
+
     property tsc_offset:
         """Added to the instruction count to make the time stamp counter (RDTSC, MSR 0x10)."""
         def __get__(self):

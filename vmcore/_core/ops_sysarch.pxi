@@ -197,8 +197,7 @@ cdef int h_RDMSR(Cpu* c, Insn* i) noexcept nogil:
     if need_cpl0(c):
         return RC_FAULT
     if n == MSR_TSC:
-        v = c.icount + <uint64_t>(i - c.cur_block.insns) if c.cur_block != NULL else c.icount
-        v += c.tsc_offset
+        v = tsc_now(c, i)
     elif n == MSR_BIOS_SIGN_ID:
         v = 0                   # no microcode update loaded (revision 0)
     elif n == MSR_PERFCTR0 or n == MSR_PERFCTR1:

@@ -65,16 +65,30 @@ cdef int h_CPUID(Cpu* c, Insn* i) noexcept nogil:
                       | (1 << 15) | (1 << 24))
     return RC_NEXT
 
+cdef inline uint64_t tsc_now(Cpu* c, Insn* i) noexcept nogil:
+    """The time stamp counter at instruction ``i`` of the current block: under the host clock
+    the host's monotonic time in ns since the machine's clock started (a 1 GHz TSC that keeps
+    pace with the PIT and the RTC, which run from the same clock); otherwise the instruction
+    count plus the time the clock let pass without instructions."""
+    cdef timespec ts
+    cdef uint64_t tsc
+    if c.tsc_host:
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return <uint64_t>(<int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec - c.tsc_origin_ns)
+    tsc = c.icount + c.tsc_offset
+    if c.cur_block != NULL:
+        tsc += <uint64_t>(i - c.cur_block.insns)
+    return tsc
+
 cdef int h_RDTSC(Cpu* c, Insn* i) noexcept nogil:
     """0F 31: a virtual time stamp counter that counts guest instructions, so
     that runs are reproducible, plus ``tsc_offset``: the time the machine's clock let pass
     without instructions (HLT, I/O cycles), so that the TSC keeps pace with the PIT and the
     RTC. #GP(0) above CPL 0 with CR4.TSD."""
-    cdef uint64_t tsc = c.icount + c.tsc_offset
+    cdef uint64_t tsc
     if (c.cr4 & CR4_TSD) and c.pe and c.cpl != 0:
         return fault_err(c, EXC_GP, 0)
-    if c.cur_block != NULL:
-        tsc += <uint64_t>(i - c.cur_block.insns)
+    tsc = tsc_now(c, i)
     c.regs[R_EAX] = <uint32_t>tsc
     c.regs[R_EDX] = <uint32_t>(tsc >> 32)
     return RC_NEXT
