@@ -27,6 +27,7 @@ from vmcore.monitor.supervisor import Supervisor, monitor_stats
 MODES = ("bare", "bt", "trap")     # ARCHITECTURE.md "Modes"
 DEFAULT_MODE = "bt"                 # passes all that bare passes (tests/test_monitor_modes.py); VMCORE_MODE overrides
 CPU_MODELS = ("i686", "80386", "80286")   # what differs: vmcore/_core/api.pxi set_cpu_model
+TSC_KINDS = ("instructions", "clock")     # what the time stamp counter counts (Machine's tsc=)
 
 HOOK_IO_OUT = 1
 HOOK_IO_IN = 2
@@ -118,10 +119,16 @@ class Machine:
     (time is the guest instruction count, 100 instructions per 1.193182 MHz PIT clock, plus
     1 us per access to a timer's port; runs repeat exactly), "host" (time.monotonic) or a
     ``vmcore.devices.Clock`` (vmcore/devices/clock.py).
+
+    ``tsc`` says what RDTSC counts: "instructions" (guest instructions: the nanobenchmarks'
+    measure) or "clock" (the machine's clock, as a real TSC keeps pace with the PIT and the
+    RTC: the instruction count plus the time HLT and I/O cycles let pass under the virtual
+    clock, 1 GHz host time under the host clock; an OS calibrating its TSC needs this).
+    None: "instructions", until load_linux makes it "clock".
     """
 
     def __init__(self, memory_mb: int = 64, mode: str | None = None, cpu: str = "i686", devices: bool = True,
-                 clock: str | Clock = "virtual"):
+                 clock: str | Clock = "virtual", tsc: str | None = None):
         if mode is None:
             mode = os.environ.get("VMCORE_MODE", DEFAULT_MODE)
         if mode not in MODES:
@@ -155,11 +162,11 @@ class Machine:
             engine = self._engine
             self.clock.icount = lambda: engine.icount
         self.timers = TimerSet(self.clock)   # the time-driven devices, polled between engine exits
-        # the TSC keeps pace with the clock: read from the host clock itself, or (any other
-        # clock) the instruction count plus the time that passed without instructions
-        self._tsc_follows_clock = not isinstance(self.clock, HostClock)
-        if not self._tsc_follows_clock:
-            self._engine.set_tsc_host(self.clock.origin_ns)
+        if tsc is not None and tsc not in TSC_KINDS:
+            raise ConfigError(f"unknown tsc {tsc!r}; choose one of {TSC_KINDS}")
+        self.tsc = tsc
+        self._tsc_follows_clock = False
+        self._set_tsc(tsc or "instructions")
         self.pic = self.pit = self.cmos = self.port_b = self.post = self.kbc = self.pci = None
         self._intr = False
         self._halted = False                 # in HLT with IF = 1, waiting for an interrupt
@@ -199,6 +206,13 @@ class Machine:
             self.interrupt_controller = pic
         self.boot_info = None
         self.exit_trace: Callable[[str], None] | None = None   # called with a line per engine exit
+
+    def _set_tsc(self, kind: str) -> None:
+        """"clock": the TSC read from the host clock itself, or (any other clock) the instruction
+        count plus the time that passed without instructions (kept in the engine's tsc_offset)."""
+        host = kind == "clock" and isinstance(self.clock, HostClock)
+        self._engine.set_tsc_host(self.clock.origin_ns if host else None)
+        self._tsc_follows_clock = kind == "clock" and not host
 
     # ---- memory -------------------------------------------------------------------------
     def _check_range(self, gpa: int, size: int) -> None:
@@ -304,6 +318,8 @@ class Machine:
         from vmcore.loaders.bzimage import BOOT_CS, BOOT_DS, CS_ATTR, DS_ATTR, GDT, load_bzimage
 
         boot = load_bzimage(self.memory, kernel, initrd, cmdline)
+        if self.tsc is None:
+            self._set_tsc("clock")       # Linux calibrates the TSC against the PIT
         engine = self._engine
         engine.flush()
         engine.reset_flat32()
