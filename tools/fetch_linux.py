@@ -14,12 +14,15 @@ Writes, in the cache directory (gitignored; nothing downloaded is committed):
     VERSION        the two package versions
 
 /init (a busybox sh script) mounts proc, sys and devtmpfs, prints INIT_MARKER and ends the
-machine. How it ends: a PC without ACPI has no power-off that Linux can reach by itself
-(`poweroff -f` ends in machine_halt/"System halted" or in the BIOS APM path, neither of
-which vmcore has), so /init writes a byte to vmcore's isa-debug-exit port 0xF4 through
-/dev/port (CONFIG_DEVPORT=y in Debian's kernel): `dd of=/dev/port bs=1 seek=244`. The value
-0 gives the exit status (0 << 1) | 1 = 1, the "clean power-off" of tests and `vmcore run`.
-If /dev/port is absent, `poweroff -f` follows (the guest halts).
+machine. How it ends: a PC without ACPI (and without APM, a module in Debian's kernel) has no
+power-off Linux can reach: `poweroff -f` prints "reboot: System halted" and stops the CPU with
+HLT and interrupts off (measured on vmcore: Exit.HLT). So /init writes a byte to vmcore's
+isa-debug-exit port 0xF4 through /dev/port (CONFIG_DEVPORT=y in Debian's kernel):
+`printf '\000' | dd of=/dev/port bs=1 seek=244 count=1`. The value 0 gives the exit status
+(0 << 1) | 1 = 1, the clean power-off of the tests and of `vmcore run` (process status 0);
+QEMU ends the same way with `-device isa-debug-exit,iobase=0xf4,iosize=0x04`. Without
+/dev/port, `poweroff -f` follows. With `vmcore.shell` on the kernel command line, /init starts
+an interactive shell on the console instead after the marker.
 
 The cpio archive is written here in Python (format "newc", as the kernel's
 Documentation/driver-api/early-userspace/buffer-format.rst describes), so no cpio tool is needed.

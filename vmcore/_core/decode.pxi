@@ -738,6 +738,9 @@ cdef int select_0f(Cpu* c, Insn* i, uint32_t op, uint32_t reg, int fm, int vs) n
     if op == 0x31:
         i.fn = h_RDTSC
         return 0
+    if op == 0x33:
+        i.fn = h_RDPMC
+        return 0
     if op in (0xA3, 0xAB, 0xB3, 0xBB):
         i.op = (op >> 3) & 3
         i.fn = h_BT

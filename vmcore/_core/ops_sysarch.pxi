@@ -98,9 +98,9 @@ cdef int write_cr(Cpu* c, uint32_t n, uint32_t v) noexcept nogil:
     elif n == 3:
         load_cr3(c, v)
     else:
-        # implemented: TSD, DE, PSE, PGE, OSFXSR (FXSAVE/FXRSTOR, which save no SSE state here);
-        # any other bit is reserved here (#GP)
-        if v & ~<uint32_t>(CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_OSFXSR):
+        # implemented: TSD, DE, PSE, PGE, PCE (RDPMC at CPL > 0), OSFXSR (FXSAVE/FXRSTOR, which
+        # save no SSE state here); any other bit is reserved here (#GP)
+        if v & ~<uint32_t>(CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_PCE | CR4_OSFXSR):
             return fault_err(c, EXC_GP, 0)
         if (c.cr4 ^ v) & (CR4_PSE | CR4_PGE):
             c.cr4 = v
@@ -244,6 +244,21 @@ cdef int h_WRMSR(Cpu* c, Insn* i) noexcept nogil:
         c.msr_sysenter_eip = <uint32_t>v
     else:
         return fault_err(c, EXC_GP, 0)
+    return RC_NEXT
+
+cdef int h_RDPMC(Cpu* c, Insn* i) noexcept nogil:
+    """0F 33: performance counter ECX into EDX:EAX (SDM Vol. 2 RDPMC; P6: counters 0 and 1,
+    40 bits). #GP(0) at CPL > 0 (or in virtual-8086 mode) unless CR4.PCE, and for any other
+    counter number. The counters hold what WRMSR put there: they count no events."""
+    cdef uint32_t n = c.regs[R_ECX]
+    cdef uint64_t v
+    if c.pe and (c.cpl != 0 or (c.eflags & FL_VM)) and not (c.cr4 & CR4_PCE):
+        return fault_err(c, EXC_GP, 0)
+    if n > 1:
+        return fault_err(c, EXC_GP, 0)
+    v = c.msr_perf[n] & 0xFFFFFFFFFFULL
+    c.regs[R_EAX] = <uint32_t>v
+    c.regs[R_EDX] = <uint32_t>(v >> 32)
     return RC_NEXT
 
 cdef void seg_flat(Cpu* c, int idx, uint32_t sel, uint32_t attr) noexcept nogil:
