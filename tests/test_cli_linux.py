@@ -67,3 +67,26 @@ def test_raw_serial_escape_quits_and_passes_keys():
         os.close(w)
         os.close(r)
         out.close()
+
+
+def test_ctrl_a_x_stops_a_guest_waiting_in_hlt():
+    import threading
+    import time
+
+    from vmcore import Exit
+    m = Machine(memory_mb=4, mode="bare")
+    m.mem_write(0x10000, bytes.fromhex("fb f4 eb fd"))       # sti ; hlt ; jmp $-1
+    m.reg_write("eip", 0x10000)
+    r, w = os.pipe()
+    out = open(os.devnull, "wb")
+    serial = HostSerial(m.uart, m.timers, input_fd=r, output=out, raw=True, on_quit=m.stop)
+    threading.Timer(0.2, lambda: os.write(w, b"\x01x")).start()
+    try:
+        t0 = time.perf_counter()
+        result = m.run(timeout=10)
+        assert result.exit is Exit.STOPPED and time.perf_counter() - t0 < 5
+    finally:
+        serial.close()
+        os.close(w)
+        os.close(r)
+        out.close()
