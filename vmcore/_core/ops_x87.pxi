@@ -54,9 +54,23 @@ cdef inline uint32_t cw_load(uint32_t v) noexcept nogil:
     """The control word as FLDCW stores it: bits 13-15 read as 0, bit 6 as 1."""
     return (v & 0x1F3F) | 0x0040
 
+cdef void fpu_rotate(Cpu* c, uint32_t new_top) noexcept nogil:
+    """Make the image's ST slots follow a change of TOP: the image holds the registers in stack
+    order (slot k = ST(k) = physical register TOP + k), and a load of TOP (FLDENV, FNINIT) keeps
+    the physical registers' contents."""
+    cdef uint8_t regs[128]
+    cdef uint32_t k, old_top = (fpu_sw(c) >> 11) & 7
+    if new_top == old_top:
+        return
+    memcpy(regs, &c.fpu.b[32], 128)
+    for k in range(8):
+        # new ST(k) is physical new_top + k, which was old ST(new_top + k - old_top)
+        memcpy(&c.fpu.b[32 + 16 * k], &regs[16 * ((new_top + k - old_top) & 7)], 16)
+
 cdef void fpu_init(Cpu* c) noexcept nogil:
-    """FNINIT (SDM Vol. 2 FINIT): CW 037FH, SW 0, every register empty, pointers 0; the
-    registers themselves keep their contents."""
+    """FNINIT (SDM Vol. 2 FINIT): CW 037FH, SW 0 (TOP 0), every register empty, pointers 0;
+    the registers themselves keep their contents."""
+    fpu_rotate(c, 0)
     fpu_put16(c, 0, 0x037F)
     fpu_put16(c, 2, 0)
     c.fpu.b[4] = 0
@@ -356,6 +370,7 @@ cdef void fpu_env_load(Cpu* c, uint8_t* src, bint o16, bint real) noexcept nogil
             c.fpu_fdp = get_le32(src + 20)
             c.fpu_fds = get_le16(src + 24)
     cw = cw_load(cw)
+    fpu_rotate(c, (sw >> 11) & 7)
     fpu_put16(c, 0, cw)
     fpu_put16(c, 2, sw_summary(sw, cw))
     c.fpu.b[4] = abridged_tag(tw)
@@ -431,10 +446,10 @@ cdef int h_FRSTOR(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t env = 14 if o16 else 28
     if x87_env_insn(c, i, n, 0, &la) or x87_read(c, la, n, buf):
         return RC_FAULT
+    fpu_env_load(c, buf, o16, env_real_format(c))
     for k in range(8):
         memcpy(&c.fpu.b[32 + 16 * k], &buf[env + 10 * k], 10)
         memset(&c.fpu.b[42 + 16 * k], 0, 6)
-    fpu_env_load(c, buf, o16, env_real_format(c))
     return RC_NEXT
 
 cdef void fpu_fx_store(Cpu* c, uint8_t* out) noexcept nogil:
