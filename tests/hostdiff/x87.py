@@ -4,7 +4,7 @@ full FPU state (control, status and tag words, ST0-ST7), the GPRs, EFLAGS and th
 stack pages.
 
 A program starts with ``mov esi, DATA`` and an FRSTOR of a random initial state (rounding and
-precision control, masks, TOP, tags, registers), then runs 20-60 random x87 instructions:
+precision control, masks, TOP, tags, registers), then runs 40-120 random x87 instructions:
 every register form the decoder accepts (gen_x87.py, the aliases included) and every memory
 form with [esi+disp32] operands (m16/m32/m64 integers, m32/m64/m80 reals, m80 BCD; some
 straddle the page boundary), FLDCW from a table of control words (all rounding and precision
@@ -187,7 +187,7 @@ def status_word(rng: random.Random, cw: int) -> int:
 
 
 def save_image(rng: random.Random, o16: bool = False) -> bytes:
-    cw = control_word(rng, 0.05)
+    cw = control_word(rng, 0.02)
     sw = status_word(rng, cw)
     if o16:
         env = struct.pack("<7H", cw, sw, full_tag(rng), 0, 0, 0, 0)
@@ -197,7 +197,7 @@ def save_image(rng: random.Random, o16: bool = False) -> bytes:
 
 
 def fx_image(rng: random.Random) -> bytes:
-    cw = control_word(rng, 0.05)
+    cw = control_word(rng, 0.02)
     img = bytearray(512)
     struct.pack_into("<HHB", img, 0, cw, status_word(rng, cw), rng.getrandbits(8))
     struct.pack_into("<II", img, 24, 0x1F80, 0xFFFF)
@@ -245,7 +245,7 @@ def generate(seed: int) -> X87Program:
             v = (f80(rng), f64(rng), f32(rng) + f32(rng), integer(rng, 8), bcd(rng), integer(rng, 4) + integer(rng, 2))[kind]
             data[off:off + len(v)] = v
     for k in range(32):
-        struct.pack_into("<H", data, CW_TABLE + 2 * k, control_word(rng, 0.15))
+        struct.pack_into("<H", data, CW_TABLE + 2 * k, control_word(rng, 0.03))
     data[INIT_IMG:INIT_IMG + 108] = save_image(rng)
     data[RST_A:RST_A + 108] = save_image(rng)
     data[RST_B:RST_B + 108] = save_image(rng)
@@ -263,7 +263,7 @@ def generate(seed: int) -> X87Program:
 
     emit(b"\xbe" + struct.pack("<I", DATA), "mov esi, DATA")
     emit(mem_insn(5, 4, INIT_IMG), "frstor initial state")
-    for _ in range(rng.randrange(20, 61)):
+    for _ in range(rng.randrange(40, 121)):
         r = rng.random()
         if r < 0.42:
             key = rng.choice(REG_FORMS)
@@ -406,7 +406,12 @@ def run_vmcore(p: X87Program) -> X87State:
     vm_setup(m, p)
     r = m.run(count=harness.VM_BUDGET)
     s = vm_state(m, p, r)
-    if r.exit is not vmcore.Exit.HLT:
+    if r.exit is vmcore.Exit.SHUTDOWN and s.status == "#16":
+        # the #MF found no IDT: the CPU state is reset for the next program (a new Machine costs more
+        # than the programs)
+        m._engine.reset_flat32()
+        m.reg_write("cr0", m.reg_read("cr0") | 0x20)
+    elif r.exit is not vmcore.Exit.HLT:
         _vm["m"] = None
     return s
 
@@ -434,7 +439,37 @@ _EQUIV = dict(harness._EQUIV)
 _EQUIV["SIGFPE"] = {"#0", "#16"}
 
 
+def _ranges(masked):
+    out, start, prev = [], None, None
+    for k in sorted(masked):
+        if start is None:
+            start = prev = k
+        elif k == prev + 1:
+            prev = k
+        else:
+            out.append((start, prev + 1))
+            start = prev = k
+    if start is not None:
+        out.append((start, prev + 1))
+    return out
+
+
+_RANGES = {}
+
+
+def _blank(a: bytes, masked) -> bytes:
+    key = id(masked)
+    if key not in _RANGES:
+        _RANGES[key] = _ranges(masked)
+    b = bytearray(a)
+    for lo, hi in _RANGES[key]:
+        b[lo:hi] = bytes(hi - lo)
+    return bytes(b)
+
+
 def _masked_diff(name, base, a, b, masked):
+    if a == b or (masked and _blank(a, masked) == _blank(b, masked)):
+        return []
     diff = [i for i in range(len(a)) if a[i] != b[i] and i not in masked]
     if not diff:
         return []
