@@ -533,3 +533,63 @@ def test_real_mode_fnstenv_layout():
     assert env[3] == 0xFFFF0000 | 0x1002, "FIP 15..0 of linear 1002h"
     # FOP dd 06 -> 506h; FIP 31..16 (0) in bits 12-27; FDP 15..0, FDP 31..16 (0)
     assert env[4] == 0x506 and env[5] == 0xFFFF0000 | 0x4010 and env[6] == 0
+
+
+# ---------------------------------------------------------------------------
+# CR0.NE = 0: FERR# -> IRQ 13, port F0h (SDM Vol. 1 Appendix D)
+# ---------------------------------------------------------------------------
+
+def test_ferr_with_ne_clear_raises_irq13_and_the_instruction_goes_on():
+    """NE = 0, IF = 0: the waiting FNOP asserts FERR# (IRQ 13 up, latched) and, the interrupt
+    not being takeable, runs ignoring the exception; OUT F0h drops IRQ 13 (IGNNE#); after FNCLEX
+    the next waiting instruction releases IGNNE#."""
+    m = new_machine()
+    code = prog(
+        FNINIT,
+        "d9 2d 10 40 00 00",    # d9 2d 10 40 00 00     fldcw word ptr [0x4010]
+        "d9 e8",                # d9 e8                 fld1
+        "d9 ee",                # d9 ee                 fldz
+        "de f9",                # de f9                 fdivp st(1)
+        "d9 d0",                # d9 d0                 fnop
+        "d9 e8",                # d9 e8                 fld1
+        "df e0",                # df e0                 fnstsw ax
+    )
+    run_code(code, machine=m, mem={M + 0x10: cw_word(0x037B)})
+    assert m.fpu_ports.irq.level and m._engine.fpu_ferr == 1
+    assert m.reg_read("ax") & 0x80FF == 0x8084, "the exception is still pending (ES, ZE)"
+    assert fpu(m)["st"][0] == "3FFF 8000000000000000", "the FLD after the FNOP ran"
+    code2 = prog(
+        "e6 f0",                # e6 f0                 out 0xf0, al
+        "db e2",                # db e2                 fnclex
+        "d9 d0",                # d9 d0                 fnop
+    )
+    run_code(code2, machine=m)
+    assert not m.fpu_ports.irq.level and m._engine.fpu_ferr == 0
+
+
+def test_ferr_irq13_handler_runs_before_the_waiting_instruction():
+    """Real mode, NE = 0, the PICs programmed (slave base 70h: IRQ 13 is vector 75h) and IF = 1:
+    the FNOP that finds the #Z pending is interrupted before it runs; the handler writes F0h,
+    clears the exception, sends EOIs and counts in BX; the FNOP then runs without an exception."""
+    m = new_machine()
+    m._engine.reset_real()
+    m._engine.seg_set(1, 0, 0, 0xFFFF, 0x009B)      # CS = 0
+    m.reg_write("eip", 0x1000)
+    m.reg_write("esp", 0x8000)
+    # 16-bit code, so written without capstone listing comments (capstone decodes 32-bit here):
+    # master: ICW1 11h, ICW2 08h, ICW3 04h, ICW4 01h, OCW1 FBh; slave: 11h, 70h, 02h, 01h, DFh
+    pic = "b0 11 e6 20 b0 08 e6 21 b0 04 e6 21 b0 01 e6 21 b0 fb e6 21 "
+    pic += "b0 11 e6 a0 b0 70 e6 a1 b0 02 e6 a1 b0 01 e6 a1 b0 df e6 a1 "
+    # fninit; fldcw [4010h]; fld1; fldz; fdivp st(1); sti; fnop; cli; fnstsw ax; hlt
+    body = "db e3 d9 2e 10 40 d9 e8 d9 ee de f9 fb d9 d0 fa df e0 f4"
+    # the handler at 2000h: out F0h, al; fnclex; mov al, 20h; out A0h, al; out 20h, al; inc bx; iret
+    handler = "e6 f0 db e2 b0 20 e6 a0 e6 20 43 cf"
+    m.mem_write(0x1000, bytes.fromhex(pic + body))
+    m.mem_write(0x2000, bytes.fromhex(handler))
+    m.mem_write(0x75 * 4, struct.pack("<HH", 0x2000, 0))
+    m.mem_write(0x4010, cw_word(0x037B))
+    r = m.run(count=200)
+    assert r.exit.name == "HLT", r
+    assert m.reg_read("bx") == 1, "IRQ 13 delivered once"
+    assert m.reg_read("ax") & 0x00FF == 0, "the handler's FNCLEX cleared ZE; the FNOP raised nothing"
+    assert not m.fpu_ports.irq.level and m._engine.fpu_ferr == 0

@@ -6,7 +6,7 @@ from libc.stdlib cimport calloc, free
 EXIT_NAMES = {
     EXIT_NONE: "none", EXIT_HLT: "hlt", EXIT_IO: "io", EXIT_BUDGET: "budget",
     EXIT_SHUTDOWN: "shutdown", EXIT_UNTIL: "until", EXIT_INTERNAL: "internal",
-    EXIT_UNIMPLEMENTED: "unimplemented", EXIT_INTR: "intr", EXIT_TRANSLATE: "translate",
+    EXIT_UNIMPLEMENTED: "unimplemented", EXIT_INTR: "intr", EXIT_TRANSLATE: "translate", EXIT_FERR: "ferr",
 }
 MODE_NUMBERS = {"bare": MON_BARE, "bt": MON_BT, "trap": MON_TRAP}
 
@@ -213,11 +213,15 @@ cdef class Engine:
         fpu_fx_load(self.c, buf)
 
     property fpu_ferr:
-        """FERR#: an unmasked x87 exception was reported with CR0.NE = 0 (IRQ 13 on a PC)."""
+        """The PC's FERR# latch (ops_x87.pxi fpu_pending): 0 idle, 1 latched (IRQ 13 raised),
+        2 IGNNE# asserted after a write to port F0h."""
         def __get__(self):
             return self.c.ferr
-        def __set__(self, uint32_t v):
-            self.c.ferr = v
+
+    def fpu_ignne(self):
+        """A write to port F0h: the FERR# latch clears and IGNNE# is asserted until FERR# drops."""
+        if self.c.ferr == 1:
+            self.c.ferr = 2
 
     def run(self, uint64_t budget):
         """Run at most ``budget`` instructions; returns the exit reason (int)."""

@@ -108,16 +108,30 @@ cdef inline void fpu_pointers(Cpu* c, Insn* i, uint32_t ea) noexcept nogil:
         c.fpu_fds = c.seg[i.seg].sel
 
 cdef int fpu_pending(Cpu* c) noexcept nogil:
-    """A waiting instruction finds an unmasked exception pending (FSW.ES). CR0.NE = 1: #MF
-    before the instruction (SDM Vol. 3 §6.15 interrupt 16). CR0.NE = 0 (MS-DOS compatibility,
-    SDM Vol. 1 Appendix D): the exception is reported on FERR#, which the PC wires to IRQ 13;
-    0 is returned and the instruction runs ignoring it, as with IGNNE# asserted (what the
-    engine does not model: the processor stopping at the waiting instruction until the IRQ 13
-    handler writes port F0h)."""
+    """A waiting instruction finds an unmasked exception pending (FSW.ES).
+
+    CR0.NE = 1: #MF before the instruction (SDM Vol. 3 §6.15, interrupt 16).
+    CR0.NE = 0, the PC's MS-DOS compatible path (SDM Vol. 1 Appendix D): the FPU asserts FERR#,
+    which the PC latches onto IRQ 13, and the instruction waits for the interrupt. Here the
+    first time (cpu.ferr 0 -> 1) the instruction exits before it runs (EXIT_FERR: the machine
+    raises IRQ 13); when it is resumed, the interrupt has been taken if the CPU could take it
+    (the handler writes port F0h, which drops IRQ 13 and asserts IGNNE#: cpu.ferr = 2, and
+    usually clears the exception). An instruction that still finds the exception pending then
+    runs ignoring it, as under IGNNE# (0 is returned). Not modelled: with the interrupt masked
+    a real CPU would stay frozen at the instruction instead."""
     if c.cr0 & CR0_NE:
         return fault(c, EXC_MF)
-    c.ferr = 1
+    if c.ferr == 0:
+        c.ferr = 1
+        c.exit_reason = EXIT_FERR
+        return RC_EXIT_BEFORE
     return 0
+
+cdef inline void fpu_ferr_idle(Cpu* c) noexcept nogil:
+    """No exception pending at a waiting instruction: FERR# is inactive, which releases IGNNE#
+    (the latch of IRQ 13 itself holds until port F0h is written)."""
+    if c.ferr == 2:
+        c.ferr = 0
 
 cdef inline int fpu_nm(Cpu* c) noexcept nogil:
     """CR0.EM or CR0.TS: #NM before any escape instruction (SDM Vol. 3 §2.5, Table 2-2)."""
@@ -180,16 +194,20 @@ cdef int h_X87(Cpu* c, Insn* i) noexcept nogil:
     cdef uint8_t buf[16]
     cdef uint8_t before[16]
     cdef uint64_t fl = 0
+    cdef int rc
     if c.cr0 & (CR0_EM | CR0_TS):
         return fpu_nm(c)
     sw = fpu_sw(c)
     if (cls & X87_WAIT) and (sw & SW_ES):
-        if fpu_pending(c):
-            return RC_FAULT
+        rc = fpu_pending(c)
+        if rc:
+            return rc
         # NE = 0: run it as if IGNNE# were asserted; the pending flags stay set
         cw = fpu_cw(c)
         hidden = sw & ~cw & SW_EXC
         fpu_put16(c, 2, sw & ~(hidden | SW_ES | SW_B))
+    elif c.ferr:
+        fpu_ferr_idle(c)
     if i.flags & IF_MEM:
         key = (key & 0x738) | 7
         ea = ea_of(c, i)
@@ -233,8 +251,11 @@ cdef int h_WAIT(Cpu* c, Insn* i) noexcept nogil:
     exception is taken (#MF, or FERR# with CR0.NE = 0)."""
     if (c.cr0 & (CR0_MP | CR0_TS)) == (CR0_MP | CR0_TS):
         return fault(c, EXC_NM)
-    if (fpu_sw(c) & SW_ES) and fpu_pending(c):
-        return RC_FAULT
+    cdef int rc
+    if fpu_sw(c) & SW_ES:
+        rc = fpu_pending(c)
+        return rc if rc else RC_NEXT
+    fpu_ferr_idle(c)
     return RC_NEXT
 
 # --- the environment and the whole state: emulated -----------------------------------------------
@@ -385,10 +406,15 @@ cdef int x87_env_insn(Cpu* c, Insn* i, uint32_t n, int write, uint32_t* la) noex
     """#NM, the pending-exception check of the waiting ones (FLDENV, FRSTOR), and the operand's
     checks (a store's on every page it touches)."""
     cdef uint32_t ea
+    cdef int rc
     if c.cr0 & (CR0_EM | CR0_TS):
         return fpu_nm(c)
-    if not write and (fpu_sw(c) & SW_ES) and fpu_pending(c):
-        return RC_FAULT
+    if not write and (fpu_sw(c) & SW_ES):
+        rc = fpu_pending(c)
+        if rc:
+            return rc
+    elif not write:
+        fpu_ferr_idle(c)
     ea = ea_of(c, i)
     if x87_range(c, i.seg, ea, n, write, la):
         return RC_FAULT
@@ -416,7 +442,10 @@ cdef int h_FLDENV(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t la
     cdef bint o16 = (i.flags & IF_O16) != 0
     cdef uint32_t n = 14 if o16 else 28
-    if x87_env_insn(c, i, n, 0, &la) or x87_read(c, la, n, buf):
+    cdef int rc = x87_env_insn(c, i, n, 0, &la)
+    if rc:
+        return rc
+    if x87_read(c, la, n, buf):
         return RC_FAULT
     fpu_env_load(c, buf, o16, env_real_format(c))
     return RC_NEXT
@@ -444,7 +473,10 @@ cdef int h_FRSTOR(Cpu* c, Insn* i) noexcept nogil:
     cdef bint o16 = (i.flags & IF_O16) != 0
     cdef uint32_t n = 94 if o16 else 108
     cdef uint32_t env = 14 if o16 else 28
-    if x87_env_insn(c, i, n, 0, &la) or x87_read(c, la, n, buf):
+    cdef int rc = x87_env_insn(c, i, n, 0, &la)
+    if rc:
+        return rc
+    if x87_read(c, la, n, buf):
         return RC_FAULT
     fpu_env_load(c, buf, o16, env_real_format(c))
     for k in range(8):
