@@ -18,8 +18,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # isa_harness, with or without tests/__init__.py
 
-from isa_harness import (ARITH, CF, CODE_GPA, DATA_GPA, FIXED1, OF, PF, SF, ZF, AF, assert_flags,
-                         assert_regs, new_machine, prog, read16, read32, run_code, run_fault)
+from isa_harness import (ARITH, CF, CODE_GPA, DATA_GPA, FIXED1, PF, ZF, assert_flags, new_machine, prog,
+                         read16, read32, run_code, run_fault, vmcore)
 
 M = DATA_GPA            # the memory operands: [0x4000] ...
 EXC_NM, EXC_MF, EXC_UD, EXC_GP = 7, 16, 6, 13
@@ -593,3 +593,25 @@ def test_ferr_irq13_handler_runs_before_the_waiting_instruction():
     assert m.reg_read("bx") == 1, "IRQ 13 delivered once"
     assert m.reg_read("ax") & 0x00FF == 0, "the handler's FNCLEX cleared ZE; the FNOP raised nothing"
     assert not m.fpu_ports.irq.level and m._engine.fpu_ferr == 0
+
+
+@pytest.mark.parametrize("mode", ["bt", "trap"])
+def test_pointers_under_the_monitor_hold_the_guests_selectors(mode):
+    """Under bt the guest kernel runs at real CPL 1 with RPL 1 in CS and SS; FNSTENV must show the
+    selectors the guest loaded (RPL 0), as PUSH CS does."""
+    m = vmcore.Machine(memory_mb=16, mode=mode)
+    code = prog(
+        FNINIT,
+        "dd 44 24 f0",          # dd 44 24 f0           fld qword ptr [esp - 0x10]
+        "d9 35 00 41 00 00",    # d9 35 00 41 00 00     fnstenv [0x4100]
+        "f4",                   # f4                    hlt
+    )
+    m.mem_write(CODE_GPA, code)
+    m.mem_write(0x8000 - 0x10, struct.pack("<d", 2.0))
+    m.reg_write("eip", CODE_GPA)
+    m.reg_write("esp", 0x8000)
+    r = m.run(count=100)
+    assert r.exit.name == "HLT"
+    env = struct.unpack("<7I", m.mem_read(0x4100, 28))
+    assert env[4] == (0x544 << 16) | m.reg_read("cs") and m.reg_read("cs") & 3 == 0
+    assert env[5] == 0x8000 - 0x10 and env[6] == 0xFFFF0000 | m.reg_read("ss")

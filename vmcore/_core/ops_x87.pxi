@@ -106,6 +106,12 @@ cdef inline void fpu_pointers(Cpu* c, Insn* i, uint32_t ea) noexcept nogil:
     if i.flags & IF_MEM:
         c.fpu_fdp = ea
         c.fpu_fds = c.seg[i.seg].sel
+    if c.vring0:
+        # bt: the guest kernel runs at real CPL 1 with RPL 1 in CS and SS (monitor.pxi to_real);
+        # the pointers hold the selectors the guest loaded, as PUSH CS must show them
+        c.fpu_fcs &= 0xFFFC
+        if (i.flags & IF_MEM) and i.seg == S_SS:
+            c.fpu_fds &= 0xFFFC
 
 cdef int fpu_pending(Cpu* c) noexcept nogil:
     """A waiting instruction finds an unmasked exception pending (FSW.ES).
