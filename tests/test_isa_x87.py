@@ -615,3 +615,117 @@ def test_pointers_under_the_monitor_hold_the_guests_selectors(mode):
     env = struct.unpack("<7I", m.mem_read(0x4100, 28))
     assert env[4] == (0x544 << 16) | m.reg_read("cs") and m.reg_read("cs") & 3 == 0
     assert env[5] == 0x8000 - 0x10 and env[6] == 0xFFFF0000 | m.reg_read("ss")
+
+
+# ---------------------------------------------------------------------------
+# Arithmetic with exact results, transcendentals at exact points, FXAM, FTST
+# ---------------------------------------------------------------------------
+
+def _two_operands(a: float, b: float, *insns):
+    """ST(1) = a, ST(0) = b, then insns; returns (machine, the FPU state)."""
+    code = prog(
+        FNINIT,
+        "dd 05 10 40 00 00",    # dd 05 10 40 00 00     fld qword ptr [0x4010]
+        "dd 05 18 40 00 00",    # dd 05 18 40 00 00     fld qword ptr [0x4018]
+        *insns,
+    )
+    m, _ = run_code(code, mem={M + 0x10: struct.pack("<dd", a, b)})
+    return m, fpu(m)
+
+
+ONE, TWO, THREE, EIGHT, ZERO = ("3FFF 8000000000000000", "4000 8000000000000000", "4000 C000000000000000",
+                                "4002 8000000000000000", "0000 0000000000000000")
+
+
+def test_fsqrt_is_correctly_rounded():
+    # floor(sqrt(2) x 2^63) = B504F333F9DE6484, and the rest is below one half: rounded down
+    m, s = _two_operands(0.0, 2.0, "d9 fa")     # d9 fa                 fsqrt
+    assert s["st"][0] == "3FFF B504F333F9DE6484" and s["sw"] & 0x3F == 0x20
+
+
+def test_fprem_and_fprem1_with_the_quotient_bits():
+    """10 rem 3: FPREM 1 (quotient 3 = 011b: C3 = 1, C1 = 1, C0 = 0); 11 rem 3: FPREM 2 (truncated
+    quotient 3), FPREM1 -1 (rounded quotient 4 = 100b: C0 = 1)."""
+    m, s = _two_operands(3.0, 10.0, "d9 f8")    # d9 f8                 fprem
+    assert s["st"][0] == ONE and s["sw"] & 0x4700 == 0x4200
+    m, s = _two_operands(3.0, 11.0, "d9 f8")    # d9 f8                 fprem
+    assert s["st"][0] == TWO
+    m, s = _two_operands(3.0, 11.0, "d9 f5")    # d9 f5                 fprem1
+    assert s["st"][0] == "BFFF 8000000000000000" and s["sw"] & 0x4700 == 0x0100
+
+
+def test_fscale_fxtract_frndint():
+    m, s = _two_operands(3.5, 1.0, "d9 fd")     # d9 fd                 fscale
+    assert s["st"][0] == EIGHT, "the scale is truncated to 3"
+    m, s = _two_operands(0.0, 10.0, "d9 f4")    # d9 f4                 fxtract
+    assert s["st"][0] == "3FFF A000000000000000" and s["st"][1] == THREE, "1.25 and exponent 3"
+    m, s = _two_operands(0.0, 2.5, "d9 fc")     # d9 fc                 frndint
+    assert s["st"][0] == TWO, "to nearest even"
+
+
+def test_transcendentals_at_exact_points():
+    m, s = _two_operands(8.0, 1.0,
+                         "d9 c9",               # d9 c9                 fxch st(1)
+                         "d9 f1")               # d9 f1                 fyl2x
+    assert s["st"][0] == THREE, "1 x log2(8)"
+    m, s = _two_operands(1.0, 0.0, "d9 f9")     # d9 f9                 fyl2xp1
+    assert s["st"][0] == ZERO, "1 x log2(1 + 0)"
+    m, s = _two_operands(0.0, -1.0, "d9 f0")    # d9 f0                 f2xm1
+    assert s["st"][0] == "BFFE 8000000000000000", "2^-1 - 1"
+    m, s = _two_operands(0.0, 0.0, "d9 fe")     # d9 fe                 fsin
+    assert s["st"][0] == ZERO
+    m, s = _two_operands(0.0, 0.0, "d9 ff")     # d9 ff                 fcos
+    assert s["st"][0] == ONE
+    m, s = _two_operands(0.0, 0.0, "d9 fb")     # d9 fb                 fsincos
+    assert s["st"][:2] == [ONE, ZERO], "ST0 = cos, ST1 = sin"
+    m, s = _two_operands(5.0, 0.0, "d9 f2")     # d9 f2                 fptan
+    assert s["st"][:2] == [ONE, ZERO] and s["sw"] & 0x0400 == 0, "tan, then 1.0 pushed; C2 = 0: in range"
+    m, s = _two_operands(0.0, 1.0, "d9 f3")     # d9 f3                 fpatan
+    assert s["st"][0] == ZERO, "atan(0 / 1)"
+
+
+FXAM_CASES = [
+    # ST(0) as (mantissa, sign+exponent), C3 C2 C1 C0 in SW bits 14 10 9 8
+    ((0, 0x0000), 0x4000),                      # +0: zero
+    ((0, 0x8000), 0x4200),                      # -0: zero, C1 = sign
+    ((1 << 63, 0x7FFF), 0x0500),                # +infinity
+    ((3 << 62, 0xFFFF), 0x0300),                # -QNaN
+    ((1 << 63, 0x3FFF), 0x0400),                # +1.0: normal
+    ((1, 0x0000), 0x4400),                      # denormal
+    ((1 << 62, 0x3FFF), 0x0000),                # unnormal: unsupported
+]
+
+
+@pytest.mark.parametrize("value,codes", FXAM_CASES)
+def test_fxam_classifies(value, codes):
+    code = prog(
+        FNINIT,
+        "db 2d 10 40 00 00",    # db 2d 10 40 00 00     fld xword ptr [0x4010]
+        "d9 e5",                # d9 e5                 fxam
+    )
+    m, _ = run_code(code, mem={M + 0x10: struct.pack("<QH", *value)})
+    assert fpu(m)["sw"] & 0x4700 == codes
+
+
+def test_fxam_of_an_empty_register():
+    code = prog(FNINIT, "d9 e5")                # d9 e5                 fxam
+    m, _ = run_code(code)
+    assert fpu(m)["sw"] & 0x4500 == 0x4100, "C3 C0: empty"
+
+
+def test_ftst_and_fucompp():
+    m, s = _two_operands(0.0, -2.0, "d9 e4")    # d9 e4                 ftst
+    assert s["sw"] & 0x4500 == 0x0100, "C0: ST0 < 0"
+    m, s = _two_operands(2.0, 2.0, "da e9")     # da e9                 fucompp
+    assert s["sw"] & 0x4500 == 0x4000 and s["tw"] == 0xFFFF, "C3: equal; both popped"
+
+
+def test_fincstp_fdecstp_ffree():
+    m, s = _two_operands(1.0, 2.0,
+                         "d9 f7",               # d9 f7                 fincstp
+                         "dd c1",               # dd c1                 ffree st(1)
+                         "d9 f6")               # d9 f6                 fdecstp
+    # FINCSTP: TOP 6 -> 7 (ST0 = the 1.0, R7); FFREE ST(1) = R0, already empty; FDECSTP: TOP 6
+    assert (s["sw"] >> 11) & 7 == 6 and s["tw"] == 0x0FFF and s["st"][:2] == [TWO, ONE]
+    m, s = _two_operands(1.0, 2.0, "dd c1")     # dd c1                 ffree st(1)
+    assert s["tw"] == 0xCFFF, "R7 (ST1) empty, R6 (ST0) valid"
