@@ -729,3 +729,20 @@ def test_fincstp_fdecstp_ffree():
     assert (s["sw"] >> 11) & 7 == 6 and s["tw"] == 0x0FFF and s["st"][:2] == [TWO, ONE]
     m, s = _two_operands(1.0, 2.0, "dd c1")     # dd c1                 ffree st(1)
     assert s["tw"] == 0xCFFF, "R7 (ST1) empty, R6 (ST0) valid"
+
+
+def test_ferr_path_keeps_the_pending_exception_when_the_operand_faults():
+    """NE = 0, #Z pending, the waiting FLD's operand runs past 4 GiB (#GP): the exception flags are
+    as they were when the #GP is delivered."""
+    code = prog(
+        FNINIT,
+        "d9 2d 10 40 00 00",    # d9 2d 10 40 00 00     fldcw word ptr [0x4010]
+        "d9 e8",                # d9 e8                 fld1
+        "d9 ee",                # d9 ee                 fldz
+        "de f9",                # de f9                 fdivp st(1)
+        "dd 05 fc ff ff ff",    # dd 05 fc ff ff ff     fld qword ptr [0xfffffffc]
+    )
+    m, _ = run_fault(code, EXC_GP, fault_eip=CODE_GPA + 14, error_code=0, mem={M + 0x10: cw_word(0x037B)},
+                     machine=new_machine())
+    assert fpu(m)["sw"] & 0x80FF == 0x8084, "B ES ZE still set"
+    assert m._engine.fpu_ferr == 1 and m.fpu_ports.irq.level

@@ -196,7 +196,7 @@ cdef int h_X87(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t cls = i.imm
     cdef uint32_t n = cls >> X87_SIZE_SHIFT
     cdef uint32_t key = i.imm2
-    cdef uint32_t ea = 0, la = 0, sw, cw, hidden = 0
+    cdef uint32_t ea = 0, la = 0, sw, hidden = 0
     cdef uint8_t buf[16]
     cdef uint8_t before[16]
     cdef uint64_t fl = 0
@@ -208,10 +208,9 @@ cdef int h_X87(Cpu* c, Insn* i) noexcept nogil:
         rc = fpu_pending(c)
         if rc:
             return rc
-        # NE = 0: run it as if IGNNE# were asserted; the pending flags stay set
-        cw = fpu_cw(c)
-        hidden = sw & ~cw & SW_EXC
-        fpu_put16(c, 2, sw & ~(hidden | SW_ES | SW_B))
+        # NE = 0: run it as if IGNNE# were asserted (the pending flags are hidden from the host
+        # FPU, which would otherwise trap, and set again after)
+        hidden = sw & ~fpu_cw(c) & SW_EXC
     elif c.ferr:
         fpu_ferr_idle(c)
     if i.flags & IF_MEM:
@@ -225,6 +224,8 @@ cdef int h_X87(Cpu* c, Insn* i) noexcept nogil:
             return RC_FAULT
     if cls & X87_FL_IN:
         fl = compute_flags(c)
+    if hidden:
+        fpu_put16(c, 2, sw & ~(hidden | SW_ES | SW_B))
     x87_host_table[key](&c.fpu, buf, &fl)
     if hidden:
         fpu_put16(c, 2, sw_summary(fpu_sw(c) | hidden, fpu_cw(c)))
