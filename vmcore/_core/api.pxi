@@ -200,7 +200,7 @@ cdef class Engine:
         cdef uint8_t buf[108]
         cdef uint32_t k, env = fpu_env_store(self.c, buf, o16, real)
         for k in range(8):
-            memcpy(&buf[env + 10 * k], &self.c.fpu.b[32 + 16 * k], 10)
+            memcpy(&buf[env + 10 * k], fpu_st(self.c, k), 10)
         return bytes(buf[:env + 80])
 
     def fpu_fxrstor(self, image):
