@@ -17,7 +17,8 @@ import numpy as np
 
 from vmcore._core._core import Engine, REG_NAMES, SEG_NAMES
 from vmcore.devices import DebugConsole, DebugExit, KeyboardController, PortBus, SystemControlPortA, Uart16550
-from vmcore.devices import Cmos, PciConfig, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB, TimerSet
+from vmcore.devices import Cmos, CoprocessorPorts, PciConfig, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB
+from vmcore.devices import TimerSet
 from vmcore.devices.clock import Clock, HostClock, make_clock
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
 from vmcore.loaders.flat import load_flat
@@ -34,7 +35,7 @@ HOOK_IO_IN = 2
 
 # engine exit codes (vmcore/_core/defs.pxi)
 (_EXIT_HLT, _EXIT_IO, _EXIT_BUDGET, _EXIT_SHUTDOWN, _EXIT_UNTIL, _EXIT_INTERNAL, _EXIT_UNIMPLEMENTED,
- _EXIT_INTR, _EXIT_TRANSLATE) = range(1, 10)
+ _EXIT_INTR, _EXIT_TRANSLATE, _EXIT_FERR) = range(1, 11)
 
 # instructions per engine.run() call: bounds how late a timeout is noticed
 _SLICE = 1 << 22
@@ -151,7 +152,7 @@ class Machine:
         self._reset_requested = False
         self.rom = None
         self._exits = {e: 0 for e in ("io", "hlt", "budget", "shutdown", "until", "unimplemented", "intr",
-                                       "translate")}
+                                       "translate", "ferr")}
         # the interrupt controller: an object with acknowledge() -> vector, which lowers or
         # keeps the INTR line through set_intr(); None until one is attached
         self.interrupt_controller = None
@@ -167,7 +168,7 @@ class Machine:
         self.tsc = tsc
         self._tsc_follows_clock = False
         self._set_tsc(tsc or "instructions")
-        self.pic = self.pit = self.cmos = self.port_b = self.post = self.kbc = self.pci = None
+        self.pic = self.pit = self.cmos = self.port_b = self.post = self.kbc = self.pci = self.fpu_ports = None
         self._intr = False
         self._halted = False                 # in HLT with IF = 1, waiting for an interrupt
         if devices:
@@ -193,11 +194,14 @@ class Machine:
             self.bus.attach(0x70, 2, self.cmos, name="cmos")
             self.post = PostCode()
             self.bus.attach(0x80, 1, self.post, name="post")
+            self.fpu_ports = CoprocessorPorts(self._engine.fpu_ignne)
+            self.bus.attach(0xF0, 2, self.fpu_ports, name="fpu")
             self.pic.connect(0, self.pit.irq)
             self.pic.connect(4, self.uart.irq)
             self.pic.connect(8, self.cmos.irq)
             self.pic.connect(1, kbc.irq)
             self.pic.connect(12, kbc.aux_irq)
+            self.pic.connect(13, self.fpu_ports.irq)       # FERR# (CR0.NE = 0)
             self.timers.add(self.pit)
             self.timers.add(self.cmos)
             irq_of = {id(self.pit): 0, id(self.cmos): 8}
@@ -476,6 +480,10 @@ class Machine:
                     self._supervisor.translate_miss()
                 elif code == _EXIT_BUDGET:
                     self._exits["budget"] += 1
+                elif code == _EXIT_FERR:
+                    self._exits["ferr"] += 1
+                    if self.fpu_ports is not None:
+                        self.fpu_ports.assert_ferr()
                 elif code == _EXIT_INTR:
                     self._exits["intr"] += 1
                     self._acknowledge_interrupt()
@@ -550,7 +558,7 @@ class Machine:
             port, size, is_in, value = self._engine.io_request()
             return f"io {'in' if is_in else 'out'} port={port:#x} size={size}" + ("" if is_in else f" value={value:#x}")
         names = {_EXIT_HLT: "hlt", _EXIT_BUDGET: "budget", _EXIT_SHUTDOWN: "shutdown", _EXIT_UNTIL: "until",
-                 _EXIT_UNIMPLEMENTED: "unimplemented"}
+                 _EXIT_UNIMPLEMENTED: "unimplemented", _EXIT_FERR: "ferr"}
         return f"{names.get(code, code)} eip={eip:#x} icount={self._engine.icount}"
 
     def _shutdown_reason(self) -> str:

@@ -42,8 +42,8 @@ cdef struct TlbEntry:
     uint32_t is_global  # from a global page (PGE): survives CR3 loads
 
 cdef extern from "x87_host.h" nogil:
-    ctypedef struct x87_image_t:    # an FXSAVE image, 16-byte aligned
-        uint8_t b[512]
+    ctypedef struct x87_image_t:    # an FNSAVE image (108 bytes)
+        uint8_t b[112]
 
 cdef struct Cpu
 cdef struct Insn
@@ -244,8 +244,8 @@ cdef struct Cpu:
     int yield_now       # slow work (block invalidation, deliveries) used up the slice: return to the caller
     uint64_t slow_work
     uint64_t n_rep_chunks   # REP string instructions suspended after REP_CHUNK elements
-    # the x87 FPU (ops_x87.pxi): FCW, FSW, abridged FTW and ST0-ST7 in an FXSAVE image run on the
-    # host x87; the guest's last instruction and operand pointers beside it
+    # the x87 FPU (ops_x87.pxi): FCW, FSW, FTW and ST0-ST7 in an FNSAVE image run on the host
+    # x87; the guest's last instruction and operand pointers beside it
     x87_image_t fpu
     uint32_t fpu_fip
     uint32_t fpu_fdp

@@ -6,7 +6,7 @@ from libc.stdlib cimport calloc, free
 EXIT_NAMES = {
     EXIT_NONE: "none", EXIT_HLT: "hlt", EXIT_IO: "io", EXIT_BUDGET: "budget",
     EXIT_SHUTDOWN: "shutdown", EXIT_UNTIL: "until", EXIT_INTERNAL: "internal",
-    EXIT_UNIMPLEMENTED: "unimplemented", EXIT_INTR: "intr", EXIT_TRANSLATE: "translate",
+    EXIT_UNIMPLEMENTED: "unimplemented", EXIT_INTR: "intr", EXIT_TRANSLATE: "translate", EXIT_FERR: "ferr",
 }
 MODE_NUMBERS = {"bare": MON_BARE, "bt": MON_BT, "trap": MON_TRAP}
 
@@ -201,7 +201,7 @@ cdef class Engine:
         cdef uint8_t buf[108]
         cdef uint32_t k, env = fpu_env_store(self.c, buf, o16, real)
         for k in range(8):
-            memcpy(&buf[env + 10 * k], &self.c.fpu.b[32 + 16 * k], 10)
+            memcpy(&buf[env + 10 * k], fpu_st(self.c, k), 10)
         return bytes(buf[:env + 80])
 
     def fpu_fxrstor(self, image):
@@ -214,11 +214,15 @@ cdef class Engine:
         fpu_fx_load(self.c, buf)
 
     property fpu_ferr:
-        """FERR#: an unmasked x87 exception was reported with CR0.NE = 0 (IRQ 13 on a PC)."""
+        """The PC's FERR# latch (ops_x87.pxi fpu_pending): 0 idle, 1 latched (IRQ 13 raised),
+        2 IGNNE# asserted after a write to port F0h."""
         def __get__(self):
             return self.c.ferr
-        def __set__(self, uint32_t v):
-            self.c.ferr = v
+
+    def fpu_ignne(self):
+        """A write to port F0h: the FERR# latch clears and IGNNE# is asserted until FERR# drops."""
+        if self.c.ferr == 1:
+            self.c.ferr = 2
 
     def run(self, uint64_t budget):
         """Run at most ``budget`` instructions; returns the exit reason (int)."""

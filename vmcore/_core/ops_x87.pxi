@@ -1,10 +1,11 @@
 # The x87 FPU (SDM Vol. 1 Chapter 8; the instruction pages of Vol. 2): the escape opcodes
 # D8-DF, FWAIT, FXSAVE/FXRSTOR (0F AE /0 /1).
 #
-# State: cpu.fpu, an FXSAVE image (x87_host.h) holding FCW, FSW (with TOP), the abridged tag
-# word and ST0-ST7; the last instruction and operand pointers (FIP/FCS/FOP, FDP/FDS) are the
-# guest's, kept in cpu.fpu_* beside it (the image's own pointer fields are scratch: the host
-# writes its own there).
+# State: cpu.fpu, an FNSAVE image (x87_host.h: the 32-bit protected-mode layout, SDM Vol. 1
+# Figure 8-9) holding FCW, FSW (with TOP), the tag word (of which only empty / not empty is
+# state: FNSTENV and FNSAVE compute the rest from the registers) and ST0-ST7; the last
+# instruction and operand pointers (FIP/FCS/FOP, FDP/FDS) are the guest's, kept in cpu.fpu_*
+# beside it (the image's own pointer fields are scratch: the host writes its own there).
 #
 # Arithmetic, compares, loads, stores, constants, transcendentals, FXCH, FFREE, FINCSTP,
 # FDECSTP, FLDCW, FNSTCW, FNSTSW m16, FNCLEX and FNINIT run on the host x87 (X87_RUN), one
@@ -24,6 +25,10 @@ cdef extern from "x87_ops.h" nogil:
         X87_WAIT, X87_CTL, X87_FL_IN, X87_FL_OUT, X87_INIT, X87_STORE, X87_SIZE_SHIFT
 
 cdef enum:
+    FS_CW = 0           # offsets in the FNSAVE image
+    FS_SW = 4
+    FS_TW = 8
+    FS_ST = 28          # ST0-ST7, 10 bytes each
     SW_IE = 0x0001
     SW_SF = 0x0040
     SW_ES = 0x0080      # error summary: an unmasked exception flag is set
@@ -32,15 +37,35 @@ cdef enum:
     CW_MASKS = 0x003F
     FX_MXCSR_DEFAULT = 0x1F80
 
-cdef inline uint32_t fpu_cw(Cpu* c) noexcept nogil:
-    return c.fpu.b[0] | (<uint32_t>c.fpu.b[1] << 8)
-
-cdef inline uint32_t fpu_sw(Cpu* c) noexcept nogil:
-    return c.fpu.b[2] | (<uint32_t>c.fpu.b[3] << 8)
-
 cdef inline void fpu_put16(Cpu* c, int off, uint32_t v) noexcept nogil:
     c.fpu.b[off] = v & 0xFF
     c.fpu.b[off + 1] = (v >> 8) & 0xFF
+
+cdef inline uint32_t fpu_cw(Cpu* c) noexcept nogil:
+    return c.fpu.b[FS_CW] | (<uint32_t>c.fpu.b[FS_CW + 1] << 8)
+
+cdef inline uint32_t fpu_sw(Cpu* c) noexcept nogil:
+    return c.fpu.b[FS_SW] | (<uint32_t>c.fpu.b[FS_SW + 1] << 8)
+
+cdef inline uint8_t* fpu_st(Cpu* c, uint32_t k) noexcept nogil:
+    return &c.fpu.b[FS_ST + 10 * k]
+
+cdef inline uint32_t fpu_nonempty(Cpu* c) noexcept nogil:
+    """The abridged tag word: bit j set when physical register j is not empty."""
+    cdef uint32_t tw = c.fpu.b[FS_TW] | (<uint32_t>c.fpu.b[FS_TW + 1] << 8)
+    cdef uint32_t ftw = 0, k
+    for k in range(8):
+        if ((tw >> (2 * k)) & 3) != 3:
+            ftw |= 1 << k
+    return ftw
+
+cdef inline void fpu_set_nonempty(Cpu* c, uint32_t ftw) noexcept nogil:
+    """Tag word from the abridged one: 11 for an empty register, 00 (not empty) otherwise."""
+    cdef uint32_t tw = 0, k
+    for k in range(8):
+        if not (ftw >> k) & 1:
+            tw |= 3 << (2 * k)
+    fpu_put16(c, FS_TW, tw)
 
 cdef inline uint32_t sw_summary(uint32_t sw, uint32_t cw) noexcept nogil:
     """FSW with ES and B recomputed from the exception flags and masks, as a load of the status or
@@ -54,12 +79,26 @@ cdef inline uint32_t cw_load(uint32_t v) noexcept nogil:
     """The control word as FLDCW stores it: bits 13-15 read as 0, bit 6 as 1."""
     return (v & 0x1F3F) | 0x0040
 
+cdef void fpu_rotate(Cpu* c, uint32_t new_top) noexcept nogil:
+    """Make the image's ST slots follow a change of TOP: the image holds the registers in stack
+    order (slot k = ST(k) = physical register TOP + k), and a load of TOP (FLDENV, FNINIT) keeps
+    the physical registers' contents."""
+    cdef uint8_t regs[80]
+    cdef uint32_t k, old_top = (fpu_sw(c) >> 11) & 7
+    if new_top == old_top:
+        return
+    memcpy(regs, fpu_st(c, 0), 80)
+    for k in range(8):
+        # new ST(k) is physical new_top + k, which was old ST(new_top + k - old_top)
+        memcpy(fpu_st(c, k), &regs[10 * ((new_top + k - old_top) & 7)], 10)
+
 cdef void fpu_init(Cpu* c) noexcept nogil:
-    """FNINIT (SDM Vol. 2 FINIT): CW 037FH, SW 0, every register empty, pointers 0; the
-    registers themselves keep their contents."""
-    fpu_put16(c, 0, 0x037F)
-    fpu_put16(c, 2, 0)
-    c.fpu.b[4] = 0
+    """FNINIT (SDM Vol. 2 FINIT): CW 037FH, SW 0 (TOP 0), every register empty, pointers 0;
+    the registers themselves keep their contents."""
+    fpu_rotate(c, 0)
+    fpu_put16(c, FS_CW, 0x037F)
+    fpu_put16(c, FS_SW, 0)
+    fpu_put16(c, FS_TW, 0xFFFF)
     c.fpu_fip = 0
     c.fpu_fcs = 0
     c.fpu_fop = 0
@@ -70,13 +109,11 @@ cdef void fpu_reset(Cpu* c, bint power_up) noexcept nogil:
     """power_up: the state after RESET (SDM Vol. 3 §9.2, Table 9-1): CW 0040H, SW 0, tag word
     5555H (every register valid, holding +0.0), pointers 0. Otherwise the FNINIT state, as the
     BIOS leaves the FPU when a loader starts a kernel."""
-    memset(&c.fpu.b[0], 0, 512)
+    memset(&c.fpu.b[0], 0, sizeof(x87_image_t))
     fpu_init(c)
-    c.fpu.b[24] = FX_MXCSR_DEFAULT & 0xFF
-    c.fpu.b[25] = FX_MXCSR_DEFAULT >> 8
     if power_up:
-        fpu_put16(c, 0, 0x0040)
-        c.fpu.b[4] = 0xFF
+        fpu_put16(c, FS_CW, 0x0040)
+        fpu_put16(c, FS_TW, 0x5555)
     c.ferr = 0
 
 cdef inline uint32_t insn_eip(Cpu* c, Insn* i) noexcept nogil:
@@ -92,18 +129,38 @@ cdef inline void fpu_pointers(Cpu* c, Insn* i, uint32_t ea) noexcept nogil:
     if i.flags & IF_MEM:
         c.fpu_fdp = ea
         c.fpu_fds = c.seg[i.seg].sel
+    if c.vring0:
+        # bt: the guest kernel runs at real CPL 1 with RPL 1 in CS and SS (monitor.pxi to_real);
+        # the pointers hold the selectors the guest loaded, as PUSH CS must show them
+        c.fpu_fcs &= 0xFFFC
+        if (i.flags & IF_MEM) and i.seg == S_SS:
+            c.fpu_fds &= 0xFFFC
 
 cdef int fpu_pending(Cpu* c) noexcept nogil:
-    """A waiting instruction finds an unmasked exception pending (FSW.ES). CR0.NE = 1: #MF
-    before the instruction (SDM Vol. 3 §6.15 interrupt 16). CR0.NE = 0 (MS-DOS compatibility,
-    SDM Vol. 1 Appendix D): the exception is reported on FERR#, which the PC wires to IRQ 13;
-    0 is returned and the instruction runs ignoring it, as with IGNNE# asserted (what the
-    engine does not model: the processor stopping at the waiting instruction until the IRQ 13
-    handler writes port F0h)."""
+    """A waiting instruction finds an unmasked exception pending (FSW.ES).
+
+    CR0.NE = 1: #MF before the instruction (SDM Vol. 3 §6.15, interrupt 16).
+    CR0.NE = 0, the PC's MS-DOS compatible path (SDM Vol. 1 Appendix D): the FPU asserts FERR#,
+    which the PC latches onto IRQ 13, and the instruction waits for the interrupt. Here the
+    first time (cpu.ferr 0 -> 1) the instruction exits before it runs (EXIT_FERR: the machine
+    raises IRQ 13); when it is resumed, the interrupt has been taken if the CPU could take it
+    (the handler writes port F0h, which drops IRQ 13 and asserts IGNNE#: cpu.ferr = 2, and
+    usually clears the exception). An instruction that still finds the exception pending then
+    runs ignoring it, as under IGNNE# (0 is returned). Not modelled: with the interrupt masked
+    a real CPU would stay frozen at the instruction instead."""
     if c.cr0 & CR0_NE:
         return fault(c, EXC_MF)
-    c.ferr = 1
+    if c.ferr == 0:
+        c.ferr = 1
+        c.exit_reason = EXIT_FERR
+        return RC_EXIT_BEFORE
     return 0
+
+cdef inline void fpu_ferr_idle(Cpu* c) noexcept nogil:
+    """No exception pending at a waiting instruction: FERR# is inactive, which releases IGNNE#
+    (the latch of IRQ 13 itself holds until port F0h is written)."""
+    if c.ferr == 2:
+        c.ferr = 0
 
 cdef inline int fpu_nm(Cpu* c) noexcept nogil:
     """CR0.EM or CR0.TS: #NM before any escape instruction (SDM Vol. 3 §2.5, Table 2-2)."""
@@ -162,20 +219,23 @@ cdef int h_X87(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t cls = i.imm
     cdef uint32_t n = cls >> X87_SIZE_SHIFT
     cdef uint32_t key = i.imm2
-    cdef uint32_t ea = 0, la = 0, sw, cw, hidden = 0
+    cdef uint32_t ea = 0, la = 0, sw, hidden = 0
     cdef uint8_t buf[16]
     cdef uint8_t before[16]
     cdef uint64_t fl = 0
+    cdef int rc
     if c.cr0 & (CR0_EM | CR0_TS):
         return fpu_nm(c)
     sw = fpu_sw(c)
     if (cls & X87_WAIT) and (sw & SW_ES):
-        if fpu_pending(c):
-            return RC_FAULT
-        # NE = 0: run it as if IGNNE# were asserted; the pending flags stay set
-        cw = fpu_cw(c)
-        hidden = sw & ~cw & SW_EXC
-        fpu_put16(c, 2, sw & ~(hidden | SW_ES | SW_B))
+        rc = fpu_pending(c)
+        if rc:
+            return rc
+        # NE = 0: run it as if IGNNE# were asserted (the pending flags are hidden from the host
+        # FPU, which would otherwise trap, and set again after)
+        hidden = sw & ~fpu_cw(c) & SW_EXC
+    elif c.ferr:
+        fpu_ferr_idle(c)
     if i.flags & IF_MEM:
         key = (key & 0x738) | 7
         ea = ea_of(c, i)
@@ -187,9 +247,11 @@ cdef int h_X87(Cpu* c, Insn* i) noexcept nogil:
             return RC_FAULT
     if cls & X87_FL_IN:
         fl = compute_flags(c)
+    if hidden:
+        fpu_put16(c, FS_SW, sw & ~(hidden | SW_ES | SW_B))
     x87_host_table[key](&c.fpu, buf, &fl)
     if hidden:
-        fpu_put16(c, 2, sw_summary(fpu_sw(c) | hidden, fpu_cw(c)))
+        fpu_put16(c, FS_SW, sw_summary(fpu_sw(c) | hidden, fpu_cw(c)))
     if (cls & X87_STORE) and memcmp(before, buf, n) != 0:
         if x87_write(c, la, n, buf):
             return RC_FAULT
@@ -219,8 +281,11 @@ cdef int h_WAIT(Cpu* c, Insn* i) noexcept nogil:
     exception is taken (#MF, or FERR# with CR0.NE = 0)."""
     if (c.cr0 & (CR0_MP | CR0_TS)) == (CR0_MP | CR0_TS):
         return fault(c, EXC_NM)
-    if (fpu_sw(c) & SW_ES) and fpu_pending(c):
-        return RC_FAULT
+    cdef int rc
+    if fpu_sw(c) & SW_ES:
+        rc = fpu_pending(c)
+        return rc if rc else RC_NEXT
+    fpu_ferr_idle(c)
     return RC_NEXT
 
 # --- the environment and the whole state: emulated -----------------------------------------------
@@ -230,15 +295,16 @@ cdef uint32_t fpu_full_tag(Cpu* c) noexcept nogil:
     FNSAVE compute it (SDM Vol. 1 §8.1.7, Vol. 2 FXSAVE "FTW"): 00 valid, 01 zero, 10 special
     (NaN, infinity, denormal, unnormal, pseudo-denormal), 11 empty; by physical register."""
     cdef uint32_t top = (fpu_sw(c) >> 11) & 7
+    cdef uint32_t ftw = fpu_nonempty(c)
     cdef uint32_t tag = 0, phys, st, t, ex
     cdef uint8_t* r
     cdef uint64_t mant
     for phys in range(8):
-        if not (c.fpu.b[4] >> phys) & 1:
+        if not (ftw >> phys) & 1:
             t = 3
         else:
             st = (phys - top) & 7
-            r = &c.fpu.b[32 + 16 * st]
+            r = fpu_st(c, st)
             memcpy(&mant, r, 8)
             ex = (r[8] | (<uint32_t>r[9] << 8)) & 0x7FFF
             if ex == 0x7FFF:
@@ -356,24 +422,30 @@ cdef void fpu_env_load(Cpu* c, uint8_t* src, bint o16, bint real) noexcept nogil
             c.fpu_fdp = get_le32(src + 20)
             c.fpu_fds = get_le16(src + 24)
     cw = cw_load(cw)
-    fpu_put16(c, 0, cw)
-    fpu_put16(c, 2, sw_summary(sw, cw))
-    c.fpu.b[4] = abridged_tag(tw)
+    fpu_rotate(c, (sw >> 11) & 7)
+    fpu_put16(c, FS_CW, cw)
+    fpu_put16(c, FS_SW, sw_summary(sw, cw))
+    fpu_set_nonempty(c, abridged_tag(tw))
 
 cdef void fpu_mask_all(Cpu* c) noexcept nogil:
     """After FNSTENV: every exception masked (SDM Vol. 2 FSTENV), so nothing is pending."""
     cdef uint32_t cw = fpu_cw(c) | CW_MASKS
-    fpu_put16(c, 0, cw)
-    fpu_put16(c, 2, sw_summary(fpu_sw(c), cw))
+    fpu_put16(c, FS_CW, cw)
+    fpu_put16(c, FS_SW, sw_summary(fpu_sw(c), cw))
 
 cdef int x87_env_insn(Cpu* c, Insn* i, uint32_t n, int write, uint32_t* la) noexcept nogil:
     """#NM, the pending-exception check of the waiting ones (FLDENV, FRSTOR), and the operand's
     checks (a store's on every page it touches)."""
     cdef uint32_t ea
+    cdef int rc
     if c.cr0 & (CR0_EM | CR0_TS):
         return fpu_nm(c)
-    if not write and (fpu_sw(c) & SW_ES) and fpu_pending(c):
-        return RC_FAULT
+    if not write and (fpu_sw(c) & SW_ES):
+        rc = fpu_pending(c)
+        if rc:
+            return rc
+    elif not write:
+        fpu_ferr_idle(c)
     ea = ea_of(c, i)
     if x87_range(c, i.seg, ea, n, write, la):
         return RC_FAULT
@@ -401,7 +473,10 @@ cdef int h_FLDENV(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t la
     cdef bint o16 = (i.flags & IF_O16) != 0
     cdef uint32_t n = 14 if o16 else 28
-    if x87_env_insn(c, i, n, 0, &la) or x87_read(c, la, n, buf):
+    cdef int rc = x87_env_insn(c, i, n, 0, &la)
+    if rc:
+        return rc
+    if x87_read(c, la, n, buf):
         return RC_FAULT
     fpu_env_load(c, buf, o16, env_real_format(c))
     return RC_NEXT
@@ -416,7 +491,7 @@ cdef int h_FNSAVE(Cpu* c, Insn* i) noexcept nogil:
         return RC_FAULT
     env = fpu_env_store(c, buf, o16, env_real_format(c))
     for k in range(8):
-        memcpy(&buf[env + 10 * k], &c.fpu.b[32 + 16 * k], 10)
+        memcpy(&buf[env + 10 * k], fpu_st(c, k), 10)
     if x87_write(c, la, n, buf):
         return RC_FAULT
     fpu_init(c)
@@ -429,12 +504,14 @@ cdef int h_FRSTOR(Cpu* c, Insn* i) noexcept nogil:
     cdef bint o16 = (i.flags & IF_O16) != 0
     cdef uint32_t n = 94 if o16 else 108
     cdef uint32_t env = 14 if o16 else 28
-    if x87_env_insn(c, i, n, 0, &la) or x87_read(c, la, n, buf):
+    cdef int rc = x87_env_insn(c, i, n, 0, &la)
+    if rc:
+        return rc
+    if x87_read(c, la, n, buf):
         return RC_FAULT
-    for k in range(8):
-        memcpy(&c.fpu.b[32 + 16 * k], &buf[env + 10 * k], 10)
-        memset(&c.fpu.b[42 + 16 * k], 0, 6)
     fpu_env_load(c, buf, o16, env_real_format(c))
+    for k in range(8):
+        memcpy(fpu_st(c, k), &buf[env + 10 * k], 10)
     return RC_NEXT
 
 cdef void fpu_fx_store(Cpu* c, uint8_t* out) noexcept nogil:
@@ -445,7 +522,7 @@ cdef void fpu_fx_store(Cpu* c, uint8_t* out) noexcept nogil:
     memset(out, 0, 160)
     put_le16(out, fpu_cw(c))
     put_le16(out + 2, fpu_sw(c))
-    out[4] = c.fpu.b[4]
+    out[4] = fpu_nonempty(c)
     put_le16(out + 6, c.fpu_fop)
     put_le32(out + 8, c.fpu_fip)
     put_le16(out + 12, c.fpu_fcs)
@@ -453,21 +530,20 @@ cdef void fpu_fx_store(Cpu* c, uint8_t* out) noexcept nogil:
     put_le16(out + 20, c.fpu_fds)
     put_le32(out + 24, FX_MXCSR_DEFAULT)
     for k in range(8):
-        memcpy(&out[32 + 16 * k], &c.fpu.b[32 + 16 * k], 10)
+        memcpy(&out[32 + 16 * k], fpu_st(c, k), 10)
 
 cdef void fpu_fx_load(Cpu* c, uint8_t* src) noexcept nogil:
     cdef uint32_t k, cw = cw_load(get_le16(src))
-    fpu_put16(c, 0, cw)
-    fpu_put16(c, 2, sw_summary(get_le16(src + 2), cw))
-    c.fpu.b[4] = src[4]
+    fpu_put16(c, FS_CW, cw)
+    fpu_put16(c, FS_SW, sw_summary(get_le16(src + 2), cw))
+    fpu_set_nonempty(c, src[4])
     c.fpu_fop = get_le16(src + 6) & 0x7FF
     c.fpu_fip = get_le32(src + 8)
     c.fpu_fcs = get_le16(src + 12)
     c.fpu_fdp = get_le32(src + 16)
     c.fpu_fds = get_le16(src + 20)
     for k in range(8):
-        memcpy(&c.fpu.b[32 + 16 * k], &src[32 + 16 * k], 10)
-        memset(&c.fpu.b[42 + 16 * k], 0, 6)
+        memcpy(fpu_st(c, k), &src[32 + 16 * k], 10)
 
 cdef int x87_fx_insn(Cpu* c, Insn* i, int write, uint32_t* la) noexcept nogil:
     """FXSAVE/FXRSTOR: #NM on CR0.EM or TS; the 512-byte operand must be 16-byte aligned

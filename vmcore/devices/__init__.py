@@ -5,6 +5,7 @@ from vmcore.devices.clock import Clock, HostClock, TimerSet, VirtualClock
 from vmcore.devices.cmos import Cmos
 from vmcore.devices.debugcon import DebugConsole
 from vmcore.devices.debugexit import DebugExit
+from vmcore.devices.fpu_ports import CoprocessorPorts
 from vmcore.devices.i8042 import KeyboardController
 from vmcore.devices.irq import IrqLine
 from vmcore.devices.pci import PciConfig, PciHostBridge
@@ -16,4 +17,5 @@ from vmcore.devices.uart16550 import Uart16550
 
 __all__ = ["PortBus", "PortDevice", "PortMapping", "PortWindow", "IrqLine", "DebugConsole", "DebugExit",
            "Uart16550", "KeyboardController", "SystemControlPortA", "Clock", "VirtualClock", "HostClock",
-           "TimerSet", "Pic8259", "PicPair", "Elcr", "Pit8254", "SystemControlPortB", "PostCode", "Cmos", "PciConfig", "PciHostBridge"]
+           "TimerSet", "Pic8259", "PicPair", "Elcr", "Pit8254", "SystemControlPortB", "PostCode", "Cmos",
+           "CoprocessorPorts", "PciConfig", "PciHostBridge"]
