@@ -52,6 +52,7 @@ def test_self_test_interface_tests_and_command_byte():
     assert c.drain() == [0x00, 0x00]
     c.cmd(0x20)
     assert c.drain() == [CTR_DEFAULT]
+    assert c.k.read(DATA, 1) == CTR_DEFAULT           # an empty buffer reads its last byte again
     c.cmd(0x60, 0x47)
     c.cmd(0x20)
     assert c.drain() == [0x47]

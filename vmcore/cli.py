@@ -107,6 +107,8 @@ def cmd_run_linux(args) -> int:
     m = Machine(memory_mb=memory, mode=args.mode, clock=clock)
     cmdline = args.append if args.append is not None else "console=ttyS0"
     m.load_linux(args.kernel, args.initrd, cmdline)
+    if "exits" in set(filter(None, (args.debug or "").split(","))):
+        m.exit_trace = lambda text: print(f"  exit: {text}", file=sys.stderr)
     print(f"vmcore: {Path(args.kernel).name} in a {memory} MiB {m.mode} machine ({clock} clock), "
           f"initrd {args.initrd or 'none'}, cmdline {cmdline!r}" + ("; Ctrl-A x quits" if interactive else ""))
     sys.stdout.flush()

@@ -177,6 +177,7 @@ class KeyboardController(PortDevice):
         self.obf: tuple | None = None             # (byte, from_aux) in the output buffer
         self.timeout = False
         self.last_was_command = False
+        self.last_data = 0                        # what port 0x60 reads with the buffer empty
         # the keyboard
         self.kbd_queue: deque = deque()           # bytes the keyboard has not sent yet
         self.kbd_pending: int | None = None       # a keyboard command waiting for its parameter
@@ -195,8 +196,8 @@ class KeyboardController(PortDevice):
             return status
         if offset == DATA:
             if self.obf is None:
-                return 0      # reads with nothing waiting see the last latched value on hardware; 0 here
-            value = self.obf[0]
+                return self.last_data         # the buffer still holds the byte last read
+            value = self.last_data = self.obf[0]
             self.obf = None
             self.timeout = False
             self._update()
@@ -352,7 +353,7 @@ class KeyboardController(PortDevice):
     def export_state(self) -> dict:
         return {"output_port": self.output_port, "ctr": self.ctr, "pending_command": self.pending_command,
                 "output": list(self.output), "obf": self.obf, "timeout": self.timeout,
-                "last_was_command": self.last_was_command, "kbd_queue": list(self.kbd_queue),
+                "last_was_command": self.last_was_command, "last_data": self.last_data, "kbd_queue": list(self.kbd_queue),
                 "kbd_pending": self.kbd_pending, "kbd_scanning": self.kbd_scanning, "kbd_leds": self.kbd_leds,
                 "kbd_scan_set": self.kbd_scan_set}
 
@@ -364,6 +365,7 @@ class KeyboardController(PortDevice):
         self.obf = None if state["obf"] is None else tuple(state["obf"])
         self.timeout = bool(state["timeout"])
         self.last_was_command = bool(state["last_was_command"])
+        self.last_data = int(state.get("last_data", 0))
         self.kbd_queue = deque(state["kbd_queue"])
         self.kbd_pending = state["kbd_pending"]
         self.kbd_scanning = bool(state["kbd_scanning"])
