@@ -147,6 +147,15 @@ def test_each_byte_is_a_new_irq_edge_on_its_own_line():
     assert c.edges == [] and c.drain() == [0x1E, 0x9E]
 
 
+def test_queues_are_bounded_when_the_guest_never_reads():
+    c = Ctl()
+    for _ in range(10_000):
+        c.cmd(0xD2, 0x41)                 # "keyboard output buffer" writes, never read
+    assert c.k.pending_bytes <= 1 + 16
+    assert c.k.type_text("a" * 100) == 16
+    assert c.k.pending_bytes <= 1 + 16 + 16
+
+
 def test_aux_device_absent_times_out():
     c = Ctl()
     c.cmd(0xD4, 0xFF)

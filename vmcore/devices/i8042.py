@@ -103,6 +103,10 @@ KBD_REPLY_RESEND = 0xFE
 KBD_BREAK = 0xF0          # set 2: the prefix of a key release
 KBD_EXTENDED = 0xE0
 AUX_NO_DEVICE = 0xFE      # what the controller reports when the aux device times out
+# bytes waiting behind the output buffer: the keyboard's own buffer holds 16 (IBM PS/2
+# keyboard), the controller's replies queue as deep; more are dropped, so that a guest that
+# never reads port 0x60 cannot grow the host's memory
+QUEUE_LIMIT = 16
 
 # key name -> (set 2 make code, set 1 make code); the set 1 break code is make | 0x80
 KEYS = {
@@ -308,26 +312,29 @@ class KeyboardController(PortDevice):
         else:
             self._kbd_send(bytes([KBD_REPLY_RESEND]))
 
-    def _kbd_send(self, data: bytes) -> None:
-        self.kbd_queue.extend(data)
+    def _kbd_send(self, data: bytes) -> int:
+        room = max(0, QUEUE_LIMIT - len(self.kbd_queue))
+        self.kbd_queue.extend(data[:room])
         self._update()
+        return min(room, len(data))
 
     # ---- host side ----------------------------------------------------------------------
     def feed(self, set2: bytes) -> int:
         """Key events from the host as scan code set 2 bytes (translated to set 1 while XLATE is
-        set). Dropped while the keyboard does not scan; returns the bytes queued."""
+        set). Dropped while the keyboard does not scan, and beyond its 16-byte buffer; returns
+        the bytes queued."""
         if not self.kbd_scanning:
             return 0
         data = translate(set2) if self.ctr & CTR_XLATE else bytes(set2)
-        self._kbd_send(data)
-        return len(data)
+        return self._kbd_send(data)
 
     def type_text(self, text: str) -> int:
         return self.feed(text_to_set2(text))
 
     # ---- the output buffer and the IRQ lines --------------------------------------------
     def _reply(self, value: int, aux: bool = False) -> None:
-        self.output.append((value & 0xFF, aux))
+        if len(self.output) < QUEUE_LIMIT:
+            self.output.append((value & 0xFF, aux))
         self._update()
 
     def _update(self) -> None:
