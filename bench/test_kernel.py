@@ -31,8 +31,8 @@ from vmcore import benchkeys, workloads
 MARK_PORT = 0x80        # the nano program's SYS_mark(1) / SYS_mark(2) around its timed loop
 
 
-def _machine(cmdline, memory_mb, mode):
-    m = vmcore.Machine(memory_mb=memory_mb, mode=mode)
+def _machine(cmdline, memory_mb, mode, engine="interp"):
+    m = vmcore.Machine(memory_mb=memory_mb, mode=mode, engine=engine)
     m.load_multiboot(workloads.kernel_elf(), cmdline=cmdline)
     return m
 
@@ -41,10 +41,11 @@ def _check_run(r):
     assert r.exit is vmcore.Exit.DEBUG_EXIT and r.exit_code == 1, f"{r.reason}\n{r.console}"
 
 
-def _common_info(name, mode, size, r, stats, median):
+def _common_info(name, mode, size, r, stats, median, engine):
     return {
         "workload": name,
         "mode": mode,
+        "engine": engine,
         "size": size,
         "guest_instructions": r.instructions,
         "guest_mips": r.instructions / median / 1e6,
@@ -55,7 +56,7 @@ def _common_info(name, mode, size, r, stats, median):
     }
 
 
-def bench_kernel_workload(benchmark, name, workload_size, mode, native_run):
+def bench_kernel_workload(benchmark, name, workload_size, mode, native_run, engine="interp"):
     """Times kernel workload ``name`` at ``workload_size`` in a ``mode`` machine, records extra_info."""
     w = workloads.KERNEL_WORKLOADS[name]
     size = w.sizes[workload_size]
@@ -64,7 +65,7 @@ def bench_kernel_workload(benchmark, name, workload_size, mode, native_run):
     results = []
 
     def setup():
-        return (_machine(cmdline, w.memory_mb, mode),), {}
+        return (_machine(cmdline, w.memory_mb, mode, engine),), {}
 
     def run(m):
         r = m.run(timeout=600)
@@ -76,7 +77,7 @@ def bench_kernel_workload(benchmark, name, workload_size, mode, native_run):
     _check_run(r)
     assert native.returncode == 0 and native.output in r.console.splitlines(keepends=True), r.console
     median = benchmark.stats.stats.median
-    benchmark.extra_info.update(_common_info(name, mode, size, r, stats, median))
+    benchmark.extra_info.update(_common_info(name, mode, size, r, stats, median, engine))
     benchmark.extra_info.update({
         "native_seconds": native.seconds,
         "slowdown_vs_native": median / native.seconds,
@@ -86,14 +87,14 @@ def bench_kernel_workload(benchmark, name, workload_size, mode, native_run):
     assert benchkeys.check(benchmark.extra_info) == []
 
 
-def bench_nanobenchmark(benchmark, op, workload_size, mode):
+def bench_nanobenchmark(benchmark, op, workload_size, mode, engine="interp"):
     """Times nanobenchmark ``op`` at ``workload_size`` iterations in a ``mode`` machine, records extra_info."""
     iters = workloads.NANOBENCHMARKS[op].sizes[workload_size]
     cmdline = workloads.kernel_cmdline(nano={op: iters})
     results = []
 
     def setup():
-        m = _machine(cmdline, 64, mode)
+        m = _machine(cmdline, 64, mode, engine)
         marks = []
         m.hook_add(vmcore.HOOK_IO_OUT, lambda _m, _port, _size, value: marks.append((value, time.perf_counter())),
                    begin=MARK_PORT, end=MARK_PORT)
@@ -114,7 +115,7 @@ def bench_nanobenchmark(benchmark, op, workload_size, mode):
     nano = workloads.nano_results(r.console)[op]
     assert nano.iters == iters
     median = benchmark.stats.stats.median
-    benchmark.extra_info.update(_common_info(f"nano-{op}", mode, iters, r, stats, median))
+    benchmark.extra_info.update(_common_info(f"nano-{op}", mode, iters, r, stats, median, engine))
     benchmark.extra_info.update({
         "op": op,
         "guest_instructions_per_op": nano.insns_per_op,

@@ -19,22 +19,23 @@ from vmcore import benchkeys, workloads
 NAMES = list(workloads.WORKLOADS)
 
 
-def _machine(name, size, mode):
+def _machine(name, size, mode, engine="interp"):
     w = workloads.WORKLOADS[name]
-    m = vmcore.Machine(memory_mb=max(64, w.memory_mb), mode=mode)
+    m = vmcore.Machine(memory_mb=max(64, w.memory_mb), mode=mode, engine=engine)
     m.load_multiboot(workloads.guest_elf(name), cmdline=workloads.guest_cmdline(size))
     return m
 
 
-def bench_workload(benchmark, name, workload_size, mode, native_run):
-    """Times workload ``name`` at ``workload_size`` in a ``mode`` machine and records extra_info;
-    ``native_run(name, size)`` is the native run (bench/conftest.py: measured once per session)."""
+def bench_workload(benchmark, name, workload_size, mode, native_run, engine="interp"):
+    """Times workload ``name`` at ``workload_size`` in a ``mode`` machine on ``engine`` and records
+    extra_info; ``native_run(name, size)`` is the native run (bench/conftest.py: measured once per
+    session)."""
     size = workloads.WORKLOADS[name].sizes[workload_size]
     native = native_run(name, size)
     results = []
 
     def setup():
-        return (_machine(name, size, mode),), {}
+        return (_machine(name, size, mode, engine),), {}
 
     def run(m):
         r = m.run(timeout=600)
@@ -49,6 +50,7 @@ def bench_workload(benchmark, name, workload_size, mode, native_run):
     benchmark.extra_info.update({
         "workload": name,
         "mode": mode,
+        "engine": engine,
         "size": size,
         "guest_instructions": r.instructions,
         "guest_mips": r.instructions / median / 1e6,

@@ -45,6 +45,18 @@ def test_every_workload_is_benchmarked_at_its_tiny_size(tiny_run):
     assert seen == expected
 
 
+def test_every_workload_is_benchmarked_on_both_engines(tiny_run):
+    seen = {(b["extra_info"]["workload"], b["extra_info"]["mode"], b["extra_info"]["engine"])
+            for b in tiny_run["benchmarks"]}
+    for name in (*workloads.WORKLOADS, *workloads.KERNEL_WORKLOADS):
+        for mode in ("bare", "bt"):
+            assert {(name, mode, "interp"), (name, mode, "jit")} <= seen, (name, mode)
+    for b in tiny_run["benchmarks"]:
+        ei = b["extra_info"]
+        # the translator's counters are there exactly when the JIT ran the benchmark
+        assert ("jit_blocks_translated" in ei["stats"]) == (ei["engine"] == "jit"), b["fullname"]
+
+
 def test_recorded_numbers_agree_with_each_other(tiny_run):
     for b in tiny_run["benchmarks"]:
         ei, median = b["extra_info"], b["stats"]["median"]
@@ -61,11 +73,12 @@ def test_every_key_is_documented_in_the_one_place():
 
 
 def test_check_names_what_is_wrong():
-    good = {"workload": "sieve", "mode": "bare", "size": 10, "guest_instructions": 5, "guest_mips": 1.5,
+    good = {"workload": "sieve", "mode": "bare", "engine": "interp", "size": 10, "guest_instructions": 5, "guest_mips": 1.5,
             "native_seconds": 0.1, "slowdown_vs_native": 3.0, "exits": 1, "stats": {"instructions": 5}}
     assert benchkeys.check(good) == []
     assert benchkeys.check({k: v for k, v in good.items() if k != "guest_mips"}) == ["missing key 'guest_mips'"]
     assert "'exits' is bool True, not int" in benchkeys.check({**good, "exits": True})
     assert benchkeys.check({**good, "mode": "kvm"}) == ["mode 'kvm' is none of ('bare', 'bt', 'trap')"]
+    assert benchkeys.check({**good, "engine": "tcg"}) == ["engine 'tcg' is none of ('interp', 'jit')"]
     assert benchkeys.check({**good, "native_seconds": 0.0}) == ["'native_seconds' is 0.0, not positive"]
     assert benchkeys.check({**good, "stats": {"tlb_hits": 1.5}})[0].startswith("'stats' has entries")

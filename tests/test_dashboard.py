@@ -27,7 +27,8 @@ RUNS = 3
 # every benchmarked workload: bench/test_workloads.py's, then bench/test_kernel.py's (in bare;
 # bench/test_monitor.py benchmarks each of them in bt too)
 BENCHMARKED = [*workloads.WORKLOADS, *workloads.KERNEL_WORKLOADS, *(f"nano-{op}" for op in workloads.NANOBENCHMARKS)]
-BT_OVER_BARE_COLUMN = 7         # of `vmcore bench`'s table, counted from 0
+BT_OVER_BARE_COLUMN = 8         # of `vmcore bench`'s table, counted from 0
+JIT_OVER_INTERP_COLUMN = 9
 
 
 def vmcore(*args, timeout=600):
@@ -84,10 +85,11 @@ def test_bench_prints_the_table(stored):
     storage, outputs = stored
     first, last = outputs[0], outputs[-1]
     for name in BENCHMARKED:
-        assert re.search(rf"│ {name} +│ bare +│ tiny +│", first), name
+        assert re.search(rf"│ {name} +│ bare +│ interp +│ tiny +│", first), name
+        assert re.search(rf"│ {name} +│ bare +│ jit +│ tiny +│", first), name
     head = first[:first.index("┡")]
-    for column in ("workload", "mode", "size", "median", "guest MIPS", "native", "slowdown", "bt/bare", "bar ≤1.19",
-                   "vs prev"):
+    for column in ("workload", "mode", "engine", "size", "median", "guest MIPS", "native", "slowdown", "bt/bare",
+                   "jit/interp", "bar ≤1.19", "vs prev"):
         assert column in head, column
     rows = [line for line in first.splitlines() if line.startswith("│")]
     benchmarks = bench.load_runs(storage)[0].benchmarks
@@ -96,6 +98,8 @@ def test_bench_prints_the_table(stored):
     for line in rows:       # bt/bare: a ratio where the workload ran in both modes (bench/test_monitor.py), else n/a
         cells = [c.strip() for c in line.split("│")[1:-1]]
         assert re.fullmatch(r"\d+\.\d\dx" if cells[0] in in_bt else "n/a", cells[BT_OVER_BARE_COLUMN]), line
+        # jit/interp: every benchmark runs on both engines (bench/test_jit.py)
+        assert re.fullmatch(r"\d+\.\d\dx", cells[JIT_OVER_INTERP_COLUMN]), line
     # the bar: yes or no, but n/a for a nanobenchmark (no native counterpart)
     assert all(re.search(r"│ +(n/a) +│" if line.startswith("│ nano-") else r"│ +(yes|no) +│", line) for line in rows)
     assert all(line.rstrip().endswith("- │") for line in rows)                 # first run: nothing before it
@@ -208,7 +212,8 @@ def _with_fake_bt(run, workload, median_scale, per_op_scale=None):
 def test_bt_over_bare_is_computed_when_both_modes_are_in_a_run(stored, tmp_path):
     storage, _ = stored
     run = bench.load_runs(storage)[-1]
-    run.data["benchmarks"] = [b for b in run.benchmarks if b["extra_info"]["mode"] == "bare"]
+    run.data["benchmarks"] = [b for b in run.benchmarks
+                              if b["extra_info"]["mode"] == "bare" and b["extra_info"]["engine"] == "interp"]
     bare = _with_fake_bt(run, "sieve", 1.5)
     _with_fake_bt(run, "nano-syscall", 1.5, per_op_scale=3.0)     # a nanobenchmark: its loop per operation
     rows = {(r.workload, r.mode): r for r in bench.rows_of(run, [])}
@@ -237,6 +242,26 @@ def test_bt_over_bare_is_computed_when_both_modes_are_in_a_run(stored, tmp_path)
     assert ratios["sieve", "bt"] == pytest.approx(1.5) and ratios["crc32", "bare"] is None
     latest = text[text.index("id=latest"):text.index("id=runs")]
     assert re.search(r"<td class=l>sieve</td><td class=l>bt</td>(?:(?!</tr>).)*<td>1\.50x</td>", latest)
+
+
+def test_jit_benchmarks_stand_next_to_interp_ones(stored):
+    """Every benchmark runs on the JIT too (bench/test_jit.py), and its row has the ratio."""
+    storage, _ = stored
+    for run in bench.load_runs(storage):
+        engines = {}
+        for b in run.benchmarks:
+            engines.setdefault((b["extra_info"]["workload"], b["extra_info"]["mode"]), set()).add(
+                b["extra_info"]["engine"])
+        assert engines == {(name, mode): {"interp", "jit"} for name in BENCHMARKED for mode in ("bare", "bt")}
+        rows = bench.rows_of(run, [])
+        for row in rows:
+            assert row.jit_over_interp is not None and row.jit_over_interp > 0, row.name
+        # one series per engine: the interpreter's keeps the key it had before engines existed
+        keys = [row.key for row in rows]
+        assert len(set(keys)) == len(keys)
+        for row in rows:
+            assert row.key == ((row.workload, row.mode, row.size) if row.engine == "interp"
+                               else (row.workload, row.mode, row.size, "jit")), row.name
 
 
 def test_bt_benchmarks_stand_next_to_bare_ones(stored):

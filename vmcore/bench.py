@@ -135,11 +135,18 @@ def load_runs(storage: str | os.PathLike) -> list[Run]:
 
 # ---- rows ----------------------------------------------------------------------------------
 
+def engine_of(bench: dict) -> str:
+    """The engine a benchmark ran on: ``interp`` for runs stored before the key existed."""
+    return (bench.get("extra_info") or {}).get("engine", "interp")
+
+
 def series_key(bench: dict) -> tuple:
-    """What makes two benchmarks of different runs the same series: workload, mode, size (or the name)."""
+    """What makes two benchmarks of different runs the same series: workload, mode, size (or the name),
+    and the engine when it is not the interpreter (so the interpreter's series go on from older runs)."""
     ei = bench.get("extra_info") or {}
     if "workload" in ei:
-        return (ei["workload"], ei.get("mode", "?"), ei.get("size"))
+        key = (ei["workload"], ei.get("mode", "?"), ei.get("size"))
+        return key if engine_of(bench) == "interp" else key + (engine_of(bench),)
     return (bench.get("fullname") or bench.get("name"), "", None)
 
 
@@ -151,6 +158,7 @@ class Row:
     name: str
     workload: str
     mode: str
+    engine: str
     size: int | None
     size_label: str
     median: float
@@ -165,6 +173,8 @@ class Row:
     bt_over_bare: float | None
     """``bt`` over ``bare`` for this workload and size in the same run: of the medians, or for a
     nanobenchmark (``op`` in extra_info) of ``host_ns_per_op``, its timed loop alone."""
+    jit_over_interp: float | None
+    """``jit`` over ``interp`` for this workload, mode and size in the same run (as bt_over_bare)."""
     meets_bar: bool | None
     """slowdown vs native <= the bar; None without a native time."""
     previous: Run | None
@@ -203,19 +213,23 @@ def rows_of(run: Run, runs: Iterable[Run] = (), bar: float = DEFAULT_BAR,
     """The table rows of ``run``; changes are against the run before it in ``runs`` with the same
     benchmark, or against the run ``against`` when it is given."""
     runs = list(runs)
-    times = {}          # what bt/bare compares, by (workload, size, mode)
+    times = {}          # what bt/bare and jit/interp compare, by (workload, size, mode, engine)
     for b in run.benchmarks:
         ei = b.get("extra_info") or {}
-        times[(ei.get("workload"), ei.get("size"), ei.get("mode"))] = _time_of(b)
+        times[(ei.get("workload"), ei.get("size"), ei.get("mode"), engine_of(b))] = _time_of(b)
     rows = []
     for b in run.benchmarks:
         ei = b.get("extra_info") or {}
         st = b["stats"]
         key = series_key(b)
         workload = ei.get("workload", b.get("name", "?"))
-        bt = times.get((ei.get("workload"), ei.get("size"), "bt"))
-        bare = times.get((ei.get("workload"), ei.get("size"), "bare"))
+        engine = engine_of(b)
+        bt = times.get((ei.get("workload"), ei.get("size"), "bt", engine))
+        bare = times.get((ei.get("workload"), ei.get("size"), "bare", engine))
         ratio = bt / bare if bt and bare and ei.get("mode") in ("bt", "bare") else None
+        jit = times.get((ei.get("workload"), ei.get("size"), ei.get("mode"), "jit"))
+        interp = times.get((ei.get("workload"), ei.get("size"), ei.get("mode"), "interp"))
+        jit_ratio = jit / interp if jit and interp and "workload" in ei else None
         slowdown = ei.get("slowdown_vs_native")
         if against is not None:
             prev = next(((against, o) for o in against.benchmarks if series_key(o) == key), None)
@@ -228,14 +242,16 @@ def rows_of(run: Run, runs: Iterable[Run] = (), bar: float = DEFAULT_BAR,
                 change = st["median"] / prev_median * 100 - 100
         rows.append(Row(
             key=key, name=b.get("fullname", b.get("name", "?")), workload=workload, mode=ei.get("mode", ""),
+            engine=engine,
             size=ei.get("size"), size_label=size_label(ei), median=st["median"], min=st["min"], max=st["max"],
             rounds=st.get("rounds", 0), guest_instructions=ei.get("guest_instructions"),
             guest_mips=ei.get("guest_mips"), native_seconds=ei.get("native_seconds"), slowdown=slowdown,
-            exits=ei.get("exits"), bt_over_bare=ratio, meets_bar=None if slowdown is None else slowdown <= bar,
+            exits=ei.get("exits"), bt_over_bare=ratio, jit_over_interp=jit_ratio,
+            meets_bar=None if slowdown is None else slowdown <= bar,
             previous=prev[0] if prev else None, previous_median=prev_median, change=change,
             regressed=change is not None and change > fail_above,
         ))
-    rows.sort(key=lambda r: (r.workload, r.mode, r.size or 0))
+    rows.sort(key=lambda r: (r.workload, r.mode, r.size or 0, r.engine))
     return rows
 
 
@@ -282,12 +298,14 @@ def table(run: Run, rows: list[Row], bar: float = DEFAULT_BAR, fail_above: float
               title_justify="left", caption_justify="left")
     t.add_column("workload")
     t.add_column("mode")
+    t.add_column("engine")
     t.add_column("size")
     t.add_column("median", justify="right")
     t.add_column("guest MIPS", justify="right")
     t.add_column("native", justify="right")
     t.add_column("slowdown", justify="right")
     t.add_column("bt/bare", justify="right")
+    t.add_column("jit/interp", justify="right")
     t.add_column(f"bar ≤{bar}", justify="center")
     t.add_column("vs prev", justify="right")
     for r in rows:
@@ -298,8 +316,9 @@ def table(run: Run, rows: list[Row], bar: float = DEFAULT_BAR, fail_above: float
             change = f"[bold red]{change} REGRESSED[/]"
         elif r.change is not None and r.change < -fail_above:
             change = f"[green]{change}[/]"
-        t.add_row(r.workload, r.mode, r.size_label, fmt_seconds(r.median), fmt_mips(r.guest_mips),
-                  fmt_seconds(r.native_seconds), fmt_ratio(r.slowdown), fmt_ratio(r.bt_over_bare), bar_cell, change,
+        t.add_row(r.workload, r.mode, r.engine, r.size_label, fmt_seconds(r.median), fmt_mips(r.guest_mips),
+                  fmt_seconds(r.native_seconds), fmt_ratio(r.slowdown), fmt_ratio(r.bt_over_bare),
+                  fmt_ratio(r.jit_over_interp), bar_cell, change,
                   style="on #3a0000" if r.regressed else None)
     return t
 

@@ -10,6 +10,9 @@ key                           type       meaning
 ============================  =========  ==========================================================
 ``workload``                  str        the workload's name (``workloads/<name>.c``)
 ``mode``                      str        how vmcore ran the guest: ``bare``, ``bt`` or ``trap``
+``engine``                    str        what executed it: ``interp`` (the interpreter) or ``jit``
+                                         (hot code translated to host code); runs stored before
+                                         the key existed are ``interp``
 ``size``                      int        the workload's size argument (its ``size=N`` cmdline)
 ``guest_instructions``        int        guest instructions retired by one run
 ``guest_mips``                float      ``guest_instructions / median / 1e6`` (median over rounds)
@@ -60,7 +63,9 @@ key                           type       meaning
 The slowdown of ``bt`` against ``bare`` is not a key: it needs two benchmarks, and
 ``vmcore bench`` / ``vmcore dashboard`` compute it from a ``mode="bt"`` and a ``mode="bare"``
 benchmark of the same workload and size in the same run (bench/test_monitor.py runs the ``bt``
-ones): the ratio of their medians, or for a nanobenchmark of their ``host_ns_per_op``.
+ones): the ratio of their medians, or for a nanobenchmark of their ``host_ns_per_op``. Likewise
+``jit``/``interp``, from an ``engine="jit"`` and an ``engine="interp"`` benchmark of the same
+workload, mode and size (bench/test_jit.py runs the ``jit`` ones).
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ from collections.abc import Mapping
 EXTRA_INFO_KEYS: dict[str, tuple[type, ...]] = {
     "workload": (str,),
     "mode": (str,),
+    "engine": (str,),
     "size": (int,),
     "guest_instructions": (int,),
     "guest_mips": (int, float),
@@ -93,6 +99,7 @@ NATIVE_KEYS = ("native_seconds", "slowdown_vs_native")
 """The keys a nanobenchmark (a benchmark with ``op``) has no value for."""
 
 MODES = ("bare", "bt", "trap")
+ENGINES = ("interp", "jit")
 
 
 def check(extra_info: Mapping) -> list[str]:
@@ -118,6 +125,8 @@ def check(extra_info: Mapping) -> list[str]:
         return problems
     if extra_info["mode"] not in MODES:
         problems.append(f"mode {extra_info['mode']!r} is none of {MODES}")
+    if extra_info["engine"] not in ENGINES:
+        problems.append(f"engine {extra_info['engine']!r} is none of {ENGINES}")
     for key in ("guest_instructions", "guest_mips", "native_seconds", "slowdown_vs_native"):
         if key in extra_info and not extra_info[key] > 0:
             problems.append(f"{key!r} is {extra_info[key]!r}, not positive")

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from vmcore import workloads
 from vmcore.errors import VmError
-from vmcore.machine import MODES, Exit, Machine
+from vmcore.machine import ENGINES, MODES, Exit, Machine
 
 # process exit status for each way a run ends (DEBUG_EXIT: the guest's own value)
 STATUS = {Exit.HLT: 0, Exit.SHUTDOWN: 3, Exit.BUDGET: 4, Exit.TIMEOUT: 4, Exit.UNTIL: 0, Exit.STOPPED: 0,
@@ -100,7 +100,8 @@ def cmd_run(args) -> int:
         memory = args.memory
         size = None
     clock = args.clock or ("host" if args.serial == "stdio" else "virtual")
-    m = Machine(memory_mb=memory, mode=args.mode, clock=clock)     # None: Machine's default (VMCORE_MODE)
+    # None: Machine's defaults (VMCORE_MODE, VMCORE_ENGINE)
+    m = Machine(memory_mb=memory, mode=args.mode, clock=clock, engine=args.engine)
     if args.bios is not None:
         m.load_bios(elf)
     else:
@@ -108,7 +109,7 @@ def cmd_run(args) -> int:
     trace = set(filter(None, (args.debug or "").split(",")))
     if "exits" in trace:
         m.exit_trace = lambda text: print(f"  exit: {text}", file=sys.stderr)
-    print(f"vmcore: {elf.name} in a {memory} MiB {m.mode} machine, cmdline {cmdline!r}")
+    print(f"vmcore: {elf.name} in a {memory} MiB {m.mode} machine ({m.engine} engine), cmdline {cmdline!r}")
     if "insn" in trace:
         r = _trace_run(m, args.count, args.timeout)
     elif args.serial == "stdio":
@@ -208,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "code translated at CPL 1, user code direct, shadow page tables; trap: the guest kernel "
                         "deprivileged with trap-and-emulate only, no translation (default: vmcore.Machine's, "
                         "which $VMCORE_MODE sets)")
+    r.add_argument("--engine", choices=ENGINES, default=None,
+                   help="interp: the interpreter alone; jit: hot flat 32-bit code with paging off translated to "
+                        "host code, the interpreter for the rest (default: vmcore.Machine's, which "
+                        "$VMCORE_ENGINE sets)")
     r.add_argument("--no-native", action="store_true", help="do not run the native comparison")
     r.add_argument("--native-repeat", type=int, default=3, help="native runs; the best counts (default 3)")
     r.add_argument("--stats", action="store_true", help="print the engine's counters")

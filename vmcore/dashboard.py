@@ -56,25 +56,28 @@ def _slug(key: tuple) -> str:
 def _series_title(row: bench.Row) -> str:
     if row.mode == "":
         return row.workload
-    return f"{row.workload} · {row.mode} · {row.size_label}" + (
+    return f"{row.workload} · {row.mode} · {row.engine} · {row.size_label}" + (
         f" (size={row.size:,})" if row.size_label != str(row.size) and row.size is not None else "")
 
 
 def _rows_table(rows: list[bench.Row], bar: float, fail_above: float) -> str:
-    head = ("<tr><th class=l>workload</th><th class=l>mode</th><th class=l>size</th><th>median</th><th>min</th>"
+    head = ("<tr><th class=l>workload</th><th class=l>mode</th><th class=l>engine</th><th class=l>size</th>"
+            "<th>median</th><th>min</th>"
             "<th>guest instructions</th><th>guest MIPS</th><th>native</th><th>slowdown vs native</th>"
-            f"<th>bt / bare</th><th>bar &le; {_e(bar)}</th><th>exits</th><th>vs previous</th><th class=l>previous run</th></tr>")
+            f"<th>bt / bare</th><th>jit / interp</th><th>bar &le; {_e(bar)}</th><th>exits</th><th>vs previous</th><th class=l>previous run</th></tr>")
     body = []
     for r in rows:
         bar_cell = bench.fmt_bar(r.meets_bar)
         change_cls = "regressed" if r.regressed else ("better" if r.change is not None and r.change < -fail_above else "")
         body.append(
             f'<tr class="{"regressed" if r.regressed else ""}" data-bench="{_e(r.name)}">'
-            f"<td class=l>{_e(r.workload)}</td><td class=l>{_e(r.mode)}</td><td class=l>{_e(r.size_label)}</td>"
+            f"<td class=l>{_e(r.workload)}</td><td class=l>{_e(r.mode)}</td><td class=l>{_e(r.engine)}</td>"
+            f"<td class=l>{_e(r.size_label)}</td>"
             f"<td>{_e(bench.fmt_seconds(r.median))}</td><td>{_e(bench.fmt_seconds(r.min))}</td>"
             f"<td>{_e(bench.fmt_count(r.guest_instructions))}</td><td>{_e(bench.fmt_mips(r.guest_mips))}</td>"
             f"<td>{_e(bench.fmt_seconds(r.native_seconds))}</td><td>{_e(bench.fmt_ratio(r.slowdown))}</td>"
-            f"<td>{_e(bench.fmt_ratio(r.bt_over_bare))}</td><td class={_e(bar_cell)}>{_e(bar_cell)}</td>"
+            f"<td>{_e(bench.fmt_ratio(r.bt_over_bare))}</td><td>{_e(bench.fmt_ratio(r.jit_over_interp))}</td>"
+            f"<td class={_e(bar_cell)}>{_e(bar_cell)}</td>"
             f"<td>{_e(bench.fmt_count(r.exits))}</td>"
             f'<td class="{change_cls}">{_e(bench.fmt_change(r.change))}{" regressed" if r.regressed else ""}</td>'
             f"<td class=l>{_e(r.previous.label() if r.previous else '-')}</td></tr>")
@@ -201,8 +204,9 @@ def build(storage: str | os.PathLike, bar: float = bench.DEFAULT_BAR,
             "file": run.path.name, "datetime": run.datetime, "commit": run.commit, "machine": run.machine,
             "size": run.size_label,
             "benchmarks": [{k: getattr(r, k) for k in (
-                "name", "workload", "mode", "size", "median", "min", "max", "guest_instructions", "guest_mips",
-                "native_seconds", "slowdown", "bt_over_bare", "meets_bar", "change", "regressed")}
+                "name", "workload", "mode", "engine", "size", "median", "min", "max", "guest_instructions",
+                "guest_mips", "native_seconds", "slowdown", "bt_over_bare", "jit_over_interp", "meets_bar",
+                "change", "regressed")}
                 for r in rows[id(run)]],
         } for run in runs],
     }

@@ -7,6 +7,7 @@ array (``Machine.memory``) that the engine uses in place.
 from __future__ import annotations
 
 import enum
+import mmap
 import os
 import time
 import weakref
@@ -15,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from vmcore._core._core import Engine, REG_NAMES, SEG_NAMES
+from vmcore._core._core import Engine, REG_NAMES, SEG_NAMES, jit_host_missing
 from vmcore.devices import DebugConsole, DebugExit, KeyboardController, PortBus, SystemControlPortA, Uart16550
 from vmcore.devices import Cmos, CoprocessorPorts, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB, TimerSet
 from vmcore.devices.clock import Clock, make_clock
@@ -26,6 +27,9 @@ from vmcore.monitor.supervisor import Supervisor, monitor_stats
 
 MODES = ("bare", "bt", "trap")     # ARCHITECTURE.md "Modes"
 DEFAULT_MODE = "bt"                 # passes all that bare passes (tests/test_monitor_modes.py); VMCORE_MODE overrides
+ENGINES = ("interp", "jit")         # ARCHITECTURE.md "The native engine (JIT)"
+# the JIT where the host can run it (x86-64 with user-mode FSGSBASE and BMI2); VMCORE_ENGINE overrides
+DEFAULT_ENGINE = "jit" if jit_host_missing() is None else "interp"
 CPU_MODELS = ("i686", "80386", "80286")   # what differs: vmcore/_core/api.pxi set_cpu_model
 
 HOOK_IO_OUT = 1
@@ -111,6 +115,10 @@ class Machine:
     alone with the guest at its own privilege; "trap", deprivileged without translation.
     ``cpu`` picks the few behaviours in which an 80286, an 80386 and later CPUs differ;
     ``devices=False`` leaves the port bus empty (every port unclaimed).
+    ``engine``: "jit" (default where the host has FSGSBASE and BMI2; $VMCORE_ENGINE overrides it)
+    translates hot flat 32-bit code with paging off to host code (guest RAM is then a memfd that the
+    JIT's window maps) and interprets the rest; "interp" is the interpreter alone. Both give the same
+    results and the same instruction counts.
 
     With devices, the PC's interrupt hardware is there too: the 8259A pair (``pic``; IRQ 0 the
     PIT, IRQ 4 COM1, IRQ 8 the RTC), the 8254 PIT (``pit``), the CMOS RTC (``cmos``), port B
@@ -121,7 +129,13 @@ class Machine:
     """
 
     def __init__(self, memory_mb: int = 64, mode: str | None = None, cpu: str = "i686", devices: bool = True,
-                 clock: str | Clock = "virtual"):
+                 clock: str | Clock = "virtual", engine: str | None = None):
+        if engine is None:
+            engine = os.environ.get("VMCORE_ENGINE", DEFAULT_ENGINE)
+        if engine not in ENGINES:
+            raise ConfigError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+        if engine == "jit" and jit_host_missing() is not None:
+            raise ConfigError(f"engine 'jit' needs {jit_host_missing()}, which this host lacks; use engine='interp'")
         if mode is None:
             mode = os.environ.get("VMCORE_MODE", DEFAULT_MODE)
         if mode not in MODES:
@@ -132,8 +146,20 @@ class Machine:
             raise ConfigError(f"unknown cpu {cpu!r}; choose one of {CPU_MODELS}")
         self.mode = mode
         self.cpu = cpu
-        self.memory = np.zeros(memory_mb << 20, dtype=np.uint8)
+        self.engine = engine
+        self._ram_fd = None
+        if engine == "jit":
+            # one set of RAM pages, mapped twice: here for the host (always read-write) and in the
+            # JIT's window at guest-linear addresses, with the guest's protections
+            self._ram_fd = os.memfd_create("vmcore-ram", os.MFD_CLOEXEC)
+            os.ftruncate(self._ram_fd, memory_mb << 20)
+            self._ram_map = mmap.mmap(self._ram_fd, memory_mb << 20, mmap.MAP_SHARED)
+            self.memory = np.frombuffer(self._ram_map, dtype=np.uint8)
+        else:
+            self.memory = np.zeros(memory_mb << 20, dtype=np.uint8)
         self._engine = Engine(self.memory)
+        if self._ram_fd is not None:
+            self._engine.jit_attach(self._ram_fd)
         self._engine.set_cpu_model(cpu)
         self._engine.set_mode(mode)
         self._supervisor = Supervisor(self._engine, self.memory) if mode == "bt" else None
@@ -541,6 +567,7 @@ class Machine:
     @property
     def stats(self) -> dict:
         s = self._engine.stats()
+        s.update(self._engine.jit_stats())
         s.update({f"exits_{k}": v for k, v in self._exits.items()})
         s.update({f"bus_{k}": v for k, v in self.bus.stats.items()})
         if self.mode != "bare":

@@ -171,14 +171,24 @@ def run_native(programs, trace: bool = False):
 # vmcore
 # ---------------------------------------------------------------------------
 
-_vm: dict = {"m": None}
+_vm: dict = {"m": None, "engine": "interp", "jit_instructions": 0}
+
+
+def use_engine(engine: str) -> None:
+    """Run the programs on this engine from now on; "jit" translates every block the first time it
+    runs (threshold 1), so the programs run as host code, not in the interpreter."""
+    _vm["engine"] = engine
+    _vm["m"] = None
+    _vm["jit_instructions"] = 0
 
 
 def _machine(fresh: bool = False):
     import vmcore
 
     if fresh or _vm["m"] is None:
-        m = vmcore.Machine(memory_mb=MEMORY_MB, mode="bare")
+        m = vmcore.Machine(memory_mb=MEMORY_MB, mode="bare", engine=_vm["engine"])
+        if _vm["engine"] == "jit":
+            m._engine.jit_threshold = 1
         if not fresh:
             _vm["m"] = m
         return m
@@ -219,7 +229,9 @@ def run_vmcore(p: gen.Program) -> State:
 
     m = _machine()
     vm_setup(m, p)
+    before = m._engine.jit_stats().get("jit_instructions", 0)
     r = m.run(count=VM_BUDGET)
+    _vm["jit_instructions"] += m._engine.jit_stats().get("jit_instructions", 0) - before
     s = vm_state(m, p, r)
     if r.exit is not vmcore.Exit.HLT:
         _vm["m"] = None                 # start the next program on a clean machine

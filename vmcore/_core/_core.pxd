@@ -88,6 +88,8 @@ cdef struct Block:
     Block* succ[2]      # chained successors, checked by eip before use
     uint32_t succ_epoch # cpu.epoch when the successors were linked
     uint32_t mode_change    # ends in an instruction that may change the decode mode
+    int32_t jit_block   # its translation (jit_engine.pxi), or -1
+    uint32_t jit_heat   # interpreted runs so far, until JIT_HOT
 
 # One shadow page table (shadow.pxi): the composed gla -> gpa translations of one guest
 # page directory, filled on hidden faults and kept coherent by tracing guest PT writes.
@@ -240,6 +242,7 @@ cdef struct Cpu:
     int yield_now       # slow work (block invalidation, deliveries) used up the slice: return to the caller
     uint64_t slow_work
     uint64_t n_rep_chunks   # REP string instructions suspended after REP_CHUNK elements
+    void* jit               # JitState (jit_engine.pxi) with engine="jit", else NULL
     # the x87 FPU (ops_x87.pxi): FCW, FSW, FTW and ST0-ST7 in an FNSAVE image run on the host
     # x87; the guest's last instruction and operand pointers beside it
     x87_image_t fpu

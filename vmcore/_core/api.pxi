@@ -146,6 +146,7 @@ cdef class Engine:
 
     def __dealloc__(self):
         if self.c != NULL:
+            jit_detach(self.c)
             if self.c.roots != NULL:
                 shadow_flush_all(self.c)
                 free(self.c.roots)
@@ -226,13 +227,90 @@ cdef class Engine:
     def run(self, uint64_t budget):
         """Run at most ``budget`` instructions; returns the exit reason (int)."""
         cdef int reason
+        cdef JitState* J = <JitState*>self.c.jit
         with nogil:
+            if J != NULL:
+                # translated code runs only while its fault handler is installed (nested or
+                # concurrent runs on another engine get the interpreter)
+                J.handler_on = vmw_install() == 0
             if self.c.mon:
                 to_real(self.c)         # outside run() the state is the virtual CPU's
             reason = run_loop(self.c, budget)
             if self.c.mon:
                 to_virtual(self.c)
+            if J != NULL and J.handler_on:
+                vmw_uninstall()
+                J.handler_on = 0
         return reason
+
+    def jit_attach(self, int ram_fd):
+        """engine="jit": translate hot flat 32-bit code to host code that reaches guest RAM through
+        a window over ``ram_fd``, the memfd whose pages the RAM array maps (jit_engine.pxi)."""
+        cdef int rc
+        if self.c.jit != NULL:
+            raise ValueError("the JIT is already attached")
+        rc = jit_attach(self.c, ram_fd)
+        if rc != 0:
+            raise OSError(-rc, "setting up the JIT's guest window and code cache")
+
+    @property
+    def jit_enabled(self):
+        return self.c.jit != NULL
+
+    @property
+    def jit_threshold(self):
+        """Interpreted runs of a block before the JIT translates it (1: at once, as the
+        differential tests use it)."""
+        return (<JitState*>self.c.jit).hot if self.c.jit != NULL else 0
+
+    @property
+    def jit_paged_min_interval(self):
+        """Paged code runs translated only while the guest goes this many instructions between TLB
+        flushes (jit_engine.pxi PAGED_MIN_INTERVAL; 0: always, as the tests of the paged views use it)."""
+        return (<JitState*>self.c.jit).paged_min_interval if self.c.jit != NULL else 0
+
+    @jit_paged_min_interval.setter
+    def jit_paged_min_interval(self, uint64_t instructions):
+        if self.c.jit == NULL:
+            raise ValueError("the JIT is not attached (engine=\"interp\")")
+        (<JitState*>self.c.jit).paged_min_interval = instructions
+
+    @jit_threshold.setter
+    def jit_threshold(self, uint32_t runs):
+        if self.c.jit == NULL:
+            raise ValueError("the JIT is not attached (engine=\"interp\")")
+        if not 1 <= runs <= 1000000:
+            raise ValueError(f"jit_threshold must be 1..1000000, not {runs}")
+        (<JitState*>self.c.jit).hot = runs
+
+    def jit_stats(self):
+        """The JIT's counters; {} with the interpreter alone."""
+        cdef JitState* J = <JitState*>self.c.jit
+        if J == NULL:
+            return {}
+        return {
+            "jit_blocks_translated": J.cache.n_translated,
+            "jit_host_code_bytes": J.cache.n_host_bytes,
+            "jit_translate_us": J.translate_ns // 1000,
+            "jit_translate_fails": J.n_translate_fails,
+            "jit_chained": J.cache.n_chained,
+            "jit_flushes": J.n_flushes,
+            "jit_entries": J.n_entries,
+            "jit_instructions": J.n_jit_insns,
+            "jit_exits_stub": J.n_stub_exits,
+            "jit_exits_indirect": J.n_indirect_exits,
+            "jit_exits_budget": J.n_budget_exits,
+            "jit_faults_hidden": J.n_hidden_fills,
+            "jit_view_flushes": J.n_view_flushes,
+            "jit_unchains": J.n_unchains,
+            "jit_paged_declined": J.n_paged_declined,
+            "jit_faults_traced": J.n_faults_traced,
+            "jit_faults_unmapped": J.n_faults_unmapped,
+            "jit_faults_divide": J.n_faults_divide,
+            "jit_interp_handoffs": J.n_interp_handoffs,
+            "jit_window_maps": J.win.n_maps,
+            "jit_window_protects": J.win.n_protects,
+        }
 
     # the monitor
     def set_mode(self, str mode):
@@ -470,6 +548,8 @@ cdef class Engine:
         self.c.rom = &view[0]
         self.c.rom_size = size
         self.c.rom_low_gpa = 0x100000 - (size if size < 0x20000 else 0x20000)
+        if self.c.jit != NULL:
+            (<JitState*>self.c.jit).window_ready = 0     # the low ROM window leaves the JIT's window
         tlb_flush_all(self.c)
         cache_flush(self.c)
 

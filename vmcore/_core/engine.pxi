@@ -48,6 +48,9 @@ cdef void cache_flush(Cpu* c) noexcept nogil:
     c.cur_block = NULL
     c.n_cache_flushes += 1
     xlat_drop_all(c)        # the code map no longer guards them
+    if c.jit != NULL:
+        jit_flush(c)
+        (<JitState*>c.jit).window_ready = 0     # code pages are writable again
 
 cdef void unhash(Cpu* c, Block* b) noexcept nogil:
     cdef Block** link = &c.htab[hash_eip(b.eip, b.cs_base)]
@@ -62,6 +65,8 @@ cdef void kill_block(Cpu* c, Block* b) noexcept nogil:
     cdef uint32_t k
     b.valid = 0
     unhash(c, b)
+    if b.jit_block >= 0 and c.jit != NULL:
+        jit_flush(c)        # chained translations may jump into it
     for k in range(b.ninsn + 1):
         b.insns[k].fn = h_STALE
 
@@ -70,6 +75,8 @@ cdef void invalidate_code(Cpu* c, uint32_t gpa_page) noexcept nogil:
     cdef uint32_t k
     cdef Block* b
     c.code_map[gpa_page] = 0
+    if c.jit != NULL:
+        jit_code_page(c, gpa_page, False)
     xlat_drop_page(c, gpa_page)
     add_slow_work(c, c.nblocks + 64)
     for k in range(c.nblocks):
@@ -95,6 +102,8 @@ cdef inline void mark_code_gpa(Cpu* c, uint32_t page, uint32_t off, uint32_t siz
     """Bytes [off, off + size) of gpa page hold code: writes to the page now reach mem_slow."""
     if c.code_map[page] == 0:
         tlb_drop_write(c, page)
+        if c.jit != NULL:
+            jit_code_page(c, page, True)
     c.code_map[page] |= chunk_bits(off, size)
 
 cdef void mark_code(Cpu* c, uint32_t gla_start, uint32_t gla_end) noexcept nogil:
@@ -218,6 +227,8 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
     b.succ[1] = NULL
     b.succ_epoch = c.epoch
     b.hash_next = NULL
+    b.jit_block = -1
+    b.jit_heat = 0
     if wrapped:
         # the last instruction ran past IP 0xFFFF: its bytes continue at CS:0
         mark_code(c, cs_base + eip, cs_base + 0x10000)
@@ -427,6 +438,18 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             if blk == NULL:
                 c.exit_reason = EXIT_TRANSLATE
                 break
+        elif c.jit != NULL and (<JitState*>c.jit).handler_on and jit_mode_ok(c):
+            if (<JitState*>c.jit).skip_once:
+                (<JitState*>c.jit).skip_once = 0
+                (<JitState*>c.jit).n_interp_handoffs += 1
+            else:
+                if blk.jit_block < 0 and blk.jit_heat < (<JitState*>c.jit).hot:
+                    blk.jit_heat += 1
+                    if blk.jit_heat == (<JitState*>c.jit).hot:
+                        jit_translate_block(c, blk)
+                if blk.jit_block >= 0 and jit_run(c, blk, stop_at):
+                    prev = NULL
+                    continue
         c.cur_block = blk
         i = blk.insns
         while True:

@@ -13,10 +13,12 @@ cdef extern from "jit_window.h" nogil:
         uint32_t gla
         uint32_t write
         uint64_t rip
+        uint32_t kind
     ctypedef struct vmw_context:
         const vmw_window* window
         uint64_t code_lo, code_hi
         uint64_t fault_exit
+        uint64_t trap_lo, trap_hi
         vmw_fault fault
         uint64_t n_faults
     uint64_t VMW_SPAN, VMW_GUARD
@@ -28,6 +30,7 @@ cdef extern from "jit_window.h" nogil:
     int vmw_unmap(vmw_window* w, uint32_t gla_page)
     int vmw_protect(vmw_window* w, uint32_t gla_page, int prot)
     int vmw_install()
+    const char* vmw_host_missing()
     void vmw_uninstall()
     int PROT_READ, PROT_WRITE
 
@@ -37,6 +40,10 @@ cdef extern from "jit_emit.h" nogil:
         uint32_t eflags
         uint32_t exit
         uint64_t window_base
+        int64_t remaining
+        uint32_t next_eip
+        uint32_t stub
+        uint64_t target
     ctypedef struct vmj_arena:
         uint8_t* base
         size_t size, used
@@ -55,6 +62,8 @@ cdef extern from "jit_reencode.h" nogil:
     int vmj_reencode(vmj_arena* a, const uint8_t* g, int avail)
 
 ctypedef uint32_t (*vmj_entry_t)(vmj_state* s) noexcept nogil
+
+include "jit_engine.pxi"
 
 JIT_ALU_OPS = {"add": 0x01, "or": 0x09, "and": 0x21, "sub": 0x29, "xor": 0x31, "cmp": 0x39}
 JIT_EXIT_NAMES = {VMJ_EXIT_END: "end", VMJ_EXIT_FAULT: "fault"}
@@ -197,6 +206,12 @@ cdef class JitProbe:
                     index = k
             result.update(fault_gla=self.ctx.fault.gla, fault_write=bool(self.ctx.fault.write), fault_index=index)
         return result
+
+
+def jit_host_missing():
+    """What this host lacks for engine="jit" (a str), or None when it can run it."""
+    cdef const char* what = vmw_host_missing()
+    return None if what == NULL else what.decode()
 
 
 def jit_reencode(const uint8_t[:] guest):

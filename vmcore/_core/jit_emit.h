@@ -24,10 +24,15 @@ typedef struct vmj_state {
     uint64_t window_base;   /* 40: GS base while guest code runs */
     uint64_t host_gs;       /* 48: the host's GS base, restored on the way out */
     uint64_t host_rsp;      /* 56: the host stack pointer after the prologue */
+    int64_t remaining;      /* 64: guest instructions left in the budget (r13 while code runs) */
+    uint32_t next_eip;      /* 72: a block exit's guest target */
+    uint32_t stub;          /* 76: arena offset of the exit stub taken (VMJ_NO_STUB: indirect) */
+    uint64_t target;        /* 80: host address the entry trampoline jumps to */
 } vmj_state;
 
 enum { VMJ_OFF_GPR = 0, VMJ_OFF_EFLAGS = 32, VMJ_OFF_EXIT = 36, VMJ_OFF_WINDOW = 40,
-       VMJ_OFF_HOST_GS = 48, VMJ_OFF_HOST_RSP = 56 };
+       VMJ_OFF_HOST_GS = 48, VMJ_OFF_HOST_RSP = 56, VMJ_OFF_REMAIN = 64, VMJ_OFF_NEXT = 72,
+       VMJ_OFF_STUB = 76, VMJ_OFF_TARGET = 80 };
 
 enum { VMJ_EXIT_END = 1, VMJ_EXIT_FAULT = 2 };
 

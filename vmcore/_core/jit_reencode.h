@@ -79,7 +79,8 @@ static int vmj_classify(int two_byte, uint8_t op, int ext, vmj_form* f) {
         case 0xD0: case 0xD2: vmj_set(f, 1, 0, 0, 0, 1); return VMJ_PLAIN;
         case 0xD1: case 0xD3: vmj_set(f, 1, 0, 0, 0, 0); return VMJ_PLAIN;
         case 0xF6: case 0xF7:
-            if (ext >= 6) return 0;             /* DIV IDIV: #DE would be a host SIGFPE */
+            /* DIV IDIV: #DE is a host SIGFPE, which the window's handler turns into a fault exit
+             * (the interpreter then raises the guest's #DE) */
             vmj_set(f, 1, ext < 2 ? (op == 0xF6 ? 1 : -1) : 0, 0, 0, op == 0xF6);
             f->lockable = ext == 2 || ext == 3;
             return VMJ_PLAIN;
@@ -112,6 +113,60 @@ static int vmj_classify(int two_byte, uint8_t op, int ext, vmj_form* f) {
         return VMJ_PLAIN;
     }
     return 0;
+}
+
+/* A ModRM operand re-encoded for the host. */
+typedef struct vmj_ea {
+    uint8_t b[6];       /* host ModRM, SIB, displacement */
+    int n;
+    int rex;            /* REX.R / REX.B bits it needs (ESP is r8) */
+    int mod, reg, rm;   /* reg, rm: the host numbers' low 3 bits */
+    int is_mem;
+} vmj_ea;
+
+enum { VMJ_REG_KEEP = -1, VMJ_REG_GPR = -2 };
+
+/* Parse the ModRM (+ SIB, displacement) at g[*pi]. reg_as: VMJ_REG_KEEP keeps ModRM.reg (an opcode
+ * extension or a byte register), VMJ_REG_GPR maps it as a dword GPR (ESP -> r8), 8..15 puts that host
+ * register there instead. rm_gpr: a register rm is a dword GPR (ESP -> r8). 0 when not translatable. */
+static int vmj_modrm(const uint8_t* g, int* pi, int avail, int reg_as, int rm_gpr, int mem_only, vmj_ea* e) {
+    int i = *pi, mod, reg, rm, k, rex = 0, n = 0;
+    uint8_t m;
+    if (i >= avail) return 0;
+    m = g[i++];
+    mod = m >> 6; reg = (m >> 3) & 7; rm = m & 7;
+    if (reg_as >= 8) { rex |= 4; reg = reg_as & 7; }
+    else if (reg_as == VMJ_REG_GPR && reg == 4) { rex |= 4; reg = 0; }
+    e->is_mem = mod != 3;
+    if (mod == 3) {
+        if (mem_only) return 0;
+        if (rm_gpr && rm == 4) { rex |= 1; rm = 0; }
+        e->b[n++] = 0xC0 | (reg << 3) | rm;
+    } else {
+        int disp = mod == 1 ? 1 : mod == 2 ? 4 : 0;
+        if (rm == 4) {
+            uint8_t sib, base, index, scale;
+            if (i >= avail) return 0;
+            sib = g[i++];
+            scale = sib >> 6; index = (sib >> 3) & 7; base = sib & 7;
+            if (base == 4) { rex |= 1; base = 0; }
+            if (mod == 0 && base == 5) disp = 4;
+            e->b[n++] = (mod << 6) | (reg << 3) | 4;
+            e->b[n++] = (scale << 6) | (index << 3) | base;
+        } else if (mod == 0 && rm == 5) {
+            /* [disp32]: SIB with no base and no index (not RIP-relative) */
+            e->b[n++] = (reg << 3) | 4;
+            e->b[n++] = 0x25;
+            disp = 4;
+        } else {
+            e->b[n++] = (mod << 6) | (reg << 3) | rm;
+        }
+        if (i + disp > avail) return 0;
+        for (k = 0; k < disp; k++) e->b[n++] = g[i++];
+    }
+    e->n = n; e->rex = rex; e->mod = mod; e->reg = reg; e->rm = rm;
+    *pi = i;
+    return 1;
 }
 
 /* lea r8d, [r8 + d8]: moves the guest ESP without touching the flags */
@@ -217,38 +272,12 @@ static int vmj_reencode(vmj_arena* a, const uint8_t* g, int avail) {
         return i;
     }
     if (f.modrm) {
-        uint8_t m;
-        if (i >= avail) return 0;
-        m = g[i++];
-        mod = m >> 6; reg = (m >> 3) & 7; rm = m & 7;
-        if (f.reg_gpr && !f.reg_byte && reg == 4) { rex |= 4; reg = 0; }
-        if (mod == 3) {
-            if (f.mem_only) return 0;
-            if (!f.rm_byte && rm == 4) { rex |= 1; rm = 0; }
-            ea[n_ea++] = 0xC0 | (reg << 3) | rm;
-        } else {
-            int disp = mod == 1 ? 1 : mod == 2 ? 4 : 0;
-            is_mem = 1;
-            if (rm == 4) {
-                uint8_t sib, base, index, scale;
-                if (i >= avail) return 0;
-                sib = g[i++];
-                scale = sib >> 6; index = (sib >> 3) & 7; base = sib & 7;
-                if (base == 4) { rex |= 1; base = 0; }
-                if (mod == 0 && base == 5) disp = 4;
-                ea[n_ea++] = (mod << 6) | (reg << 3) | 4;
-                ea[n_ea++] = (scale << 6) | (index << 3) | base;
-            } else if (mod == 0 && rm == 5) {
-                /* [disp32]: SIB with no base and no index (not RIP-relative) */
-                ea[n_ea++] = (reg << 3) | 4;
-                ea[n_ea++] = 0x25;
-                disp = 4;
-            } else {
-                ea[n_ea++] = (mod << 6) | (reg << 3) | rm;
-            }
-            if (i + disp > avail) return 0;
-            for (k = 0; k < disp; k++) ea[n_ea++] = g[i++];
-        }
+        vmj_ea e;
+        if (!vmj_modrm(g, &i, avail, f.reg_gpr && !f.reg_byte ? VMJ_REG_GPR : VMJ_REG_KEEP, !f.rm_byte,
+                       f.mem_only, &e))
+            return 0;
+        reg = e.reg; mod = e.mod; rm = e.rm; rex = e.rex; is_mem = e.is_mem; n_ea = e.n;
+        memcpy(ea, e.b, sizeof(ea));
         /* with a REX prefix, byte registers 4..7 are SPL..DIL, not AH..BH */
         if (rex && ((f.reg_byte && reg >= 4) || (f.rm_byte && mod == 3 && rm >= 4)))
             return 0;

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/auxv.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -42,20 +43,40 @@ typedef struct vmw_fault {
     uint32_t gla;           /* guest-linear address (offset in the window) */
     uint32_t write;         /* 1: the access was a write (page-fault error code bit 1) */
     uint64_t rip;           /* host RIP of the faulting instruction */
+    uint32_t kind;          /* VMW_FAULT_WINDOW or VMW_FAULT_TRAP */
 } vmw_fault;
+
+enum { VMW_FAULT_WINDOW = 1, VMW_FAULT_TRAP = 2, VMW_FAULT_DIVIDE = 3 };
 
 /* What the handler needs of the code that is running: set on entry to emitted code, cleared after. */
 typedef struct vmw_context {
     const vmw_window* window;
     uint64_t code_lo, code_hi;      /* the code arena */
     uint64_t fault_exit;            /* where a window fault resumes (registers as they were) */
+    uint64_t trap_lo, trap_hi;      /* a guard the code reads on purpose to leave (the budget) */
     vmw_fault fault;
     uint64_t n_faults;
 } vmw_context;
 
 static __thread vmw_context* vmw_running;
-static struct sigaction vmw_previous;
+static struct sigaction vmw_previous, vmw_previous_fpe;
 static int vmw_installed;
+
+/* What the emitted code needs of the host CPU and kernel: NULL if all is there, else what is not.
+ * FSGSBASE in user mode (Linux 5.9+ enables it and says so in AT_HWCAP2 bit 1) for the window base;
+ * BMI2 for the flagless budget check and string steps (SARX, PEXT). */
+static const char* vmw_host_missing(void) {
+#if defined(__x86_64__)
+    if (!(getauxval(AT_HWCAP2) & 2))
+        return "FSGSBASE in user mode (AT_HWCAP2 bit 1)";
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("bmi2"))
+        return "BMI2";
+    return NULL;
+#else
+    return "an x86-64 host";
+#endif
+}
 
 /* at: a host address for the window, or NULL for anywhere; never replaces an existing mapping */
 static int vmw_reserve(vmw_window* w, int ram_fd, uint32_t ram_pages, void* at) {
@@ -88,12 +109,35 @@ static int vmw_map(vmw_window* w, uint32_t gla_page, uint32_t gpa_page, int prot
     return 0;
 }
 
+/* n pages from gla_page on, to n pages of RAM from gpa_page on (one mmap). */
+static int vmw_map_range(vmw_window* w, uint32_t gla_page, uint32_t gpa_page, uint32_t n, int prot) {
+    if (!w->base || n == 0 || (uint64_t)gla_page + n > (1ULL << 20) || (uint64_t)gpa_page + n > w->ram_pages
+            || (prot & ~(PROT_READ | PROT_WRITE)))
+        return -EINVAL;
+    void* at = w->base + ((uint64_t)gla_page << 12);
+    if (mmap(at, (size_t)n << 12, prot, MAP_SHARED | MAP_FIXED, w->ram_fd, (off_t)gpa_page << 12) == MAP_FAILED)
+        return -errno;
+    w->n_maps++;
+    return 0;
+}
+
 /* Back to "not filled": an anonymous PROT_NONE page (never the RAM file). */
 static int vmw_unmap(vmw_window* w, uint32_t gla_page) {
     if (!w->base || gla_page >= (1U << 20))
         return -EINVAL;
     void* at = w->base + ((uint64_t)gla_page << 12);
     if (mmap(at, VMW_PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
+        return -errno;
+    w->n_unmaps++;
+    return 0;
+}
+
+/* Every page back to "not filled" (a flush of a paged view): one mmap over the reservation. */
+static int vmw_clear(vmw_window* w) {
+    if (!w->base)
+        return -EINVAL;
+    if (mmap(w->base, w->reserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
+            == MAP_FAILED)
         return -errno;
     w->n_unmaps++;
     return 0;
@@ -110,19 +154,36 @@ static int vmw_protect(vmw_window* w, uint32_t gla_page, int prot) {
 }
 
 static void vmw_chain(int sig, siginfo_t* info, void* uctx) {
-    if (vmw_previous.sa_flags & SA_SIGINFO) {
-        if (vmw_previous.sa_sigaction)
-            vmw_previous.sa_sigaction(sig, info, uctx);
+    const struct sigaction* prev = sig == SIGFPE ? &vmw_previous_fpe : &vmw_previous;
+    if (prev->sa_flags & SA_SIGINFO) {
+        if (prev->sa_sigaction)
+            prev->sa_sigaction(sig, info, uctx);
         return;
     }
-    if (vmw_previous.sa_handler == SIG_IGN)
+    if (prev->sa_handler == SIG_IGN)
         return;
-    if (vmw_previous.sa_handler == SIG_DFL) {
+    if (prev->sa_handler == SIG_DFL) {
         /* the fault is not ours: let it take its default action when the instruction re-runs */
         signal(sig, SIG_DFL);
         return;
     }
-    vmw_previous.sa_handler(sig);
+    prev->sa_handler(sig);
+}
+
+/* A divide error (#DE) of a guest DIV/IDIV in translated code: a fault exit at that instruction. */
+static void vmw_on_fpe(int sig, siginfo_t* info, void* uctx) {
+    ucontext_t* uc = (ucontext_t*)uctx;
+    vmw_context* ctx = vmw_running;
+    uint64_t rip = (uint64_t)uc->uc_mcontext.gregs[REG_RIP];
+    if (ctx && rip >= ctx->code_lo && rip < ctx->code_hi && info->si_code == FPE_INTDIV) {
+        ctx->fault.gla = 0;
+        ctx->fault.write = 0;
+        ctx->fault.rip = rip;
+        ctx->fault.kind = VMW_FAULT_DIVIDE;
+        uc->uc_mcontext.gregs[REG_RIP] = (greg_t)ctx->fault_exit;
+        return;
+    }
+    vmw_chain(sig, info, uctx);
 }
 
 static void vmw_on_segv(int sig, siginfo_t* info, void* uctx) {
@@ -136,7 +197,16 @@ static void vmw_on_segv(int sig, siginfo_t* info, void* uctx) {
         ctx->fault.gla = (uint32_t)off;     /* the guard's bytes past 4 GiB wrap, as the slow path does */
         ctx->fault.write = (uc->uc_mcontext.gregs[REG_ERR] & 2) ? 1 : 0;
         ctx->fault.rip = rip;
+        ctx->fault.kind = VMW_FAULT_WINDOW;
         ctx->n_faults++;
+        uc->uc_mcontext.gregs[REG_RIP] = (greg_t)ctx->fault_exit;
+        return;
+    }
+    if (ctx && rip >= ctx->code_lo && rip < ctx->code_hi && addr >= ctx->trap_lo && addr < ctx->trap_hi) {
+        ctx->fault.gla = 0;
+        ctx->fault.write = 0;
+        ctx->fault.rip = rip;
+        ctx->fault.kind = VMW_FAULT_TRAP;
         uc->uc_mcontext.gregs[REG_RIP] = (greg_t)ctx->fault_exit;
         return;
     }
@@ -154,6 +224,12 @@ static int vmw_install(void) {
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGSEGV, &sa, &vmw_previous) != 0)
         return -errno;
+    sa.sa_sigaction = vmw_on_fpe;
+    if (sigaction(SIGFPE, &sa, &vmw_previous_fpe) != 0) {
+        int e = errno;
+        sigaction(SIGSEGV, &vmw_previous, NULL);
+        return -e;
+    }
     vmw_installed = 1;
     return 0;
 }
@@ -166,6 +242,7 @@ static void vmw_uninstall(void) {
     if (!vmw_installed)
         return;
     sigaction(SIGSEGV, &vmw_previous, NULL);
+    sigaction(SIGFPE, &vmw_previous_fpe, NULL);
     vmw_installed = 0;
 }
 

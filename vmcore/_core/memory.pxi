@@ -42,6 +42,8 @@ cdef void tlb_flush_all(Cpu* c) noexcept nogil:
             c.tlbs[t][k].gpa_page = 0xFFFFFFFFU
     c.n_tlb_flushes += 1
     c.epoch += 1
+    if c.jit != NULL:
+        jit_tlb_flush(c)        # the JIT's paged views are a second TLB
 
 cdef void tlb_flush_nonglobal(Cpu* c) noexcept nogil:
     """A CR3 load: every translation but those of global pages (SDM Vol. 3 §4.10.4.1)."""
@@ -57,6 +59,8 @@ cdef void tlb_flush_nonglobal(Cpu* c) noexcept nogil:
                 c.tlbs[t][k].gpa_page = 0xFFFFFFFFU
     c.n_tlb_flushes += 1
     c.epoch += 1
+    if c.jit != NULL:
+        jit_tlb_flush(c)
 
 cdef void tlb_flush_page(Cpu* c, uint32_t gla) noexcept nogil:
     """INVLPG: the translation of one page, global or not."""
@@ -69,6 +73,8 @@ cdef void tlb_flush_page(Cpu* c, uint32_t gla) noexcept nogil:
             e.tag_w = 1
             e.gpa_page = 0xFFFFFFFFU
     c.epoch += 1
+    if c.jit != NULL:
+        jit_tlb_flush_page(c, gla)
 
 cdef inline void tlb_select(Cpu* c) noexcept nogil:
     """Point the fast path at the TLB of the current privilege level."""
@@ -81,6 +87,8 @@ cdef inline void tlb_drop_write(Cpu* c, uint32_t gpa_page) noexcept nogil:
         for k in range(TLB_SIZE):
             if c.tlbs[t][k].gpa_page == gpa_page:
                 c.tlbs[t][k].tag_w = 1
+    if c.jit != NULL:
+        jit_drop_write(c, gpa_page)
 
 cdef inline uint32_t phys_rd32(Cpu* c, uint32_t gpa) noexcept nogil:
     cdef uint32_t v = 0xFFFFFFFFU
