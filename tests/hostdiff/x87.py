@@ -173,9 +173,11 @@ def control_word(rng: random.Random, unmasked_rate: float = 0.1) -> int:
 
 
 def full_tag(rng: random.Random) -> int:
+    """Empty for about 30% of the registers; otherwise any tag, right for the contents or not
+    (only empty / not empty is state: the stored tags are computed from the registers)."""
     tw = 0
     for k in range(8):
-        tw |= (3 if rng.random() < 0.3 else 0) << (2 * k)
+        tw |= (3 if rng.random() < 0.3 else rng.randrange(3)) << (2 * k)
     return tw
 
 
