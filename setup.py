@@ -1,7 +1,8 @@
 """Build vmcore's one compiled extension (engine + MMU) from its included files.
 
 The instruction handlers that differ only in operation, size and operand form
-are generated from tables by vmcore/_core/gen_ops.py before Cython runs.
+are generated from tables by vmcore/_core/gen_ops.py before Cython runs, and the
+x87 host-instruction table by vmcore/_core/gen_x87.py.
 Set VMCORE_DEBUG=1 for a build with C assertions and no optimisation, VMCORE_ASAN=1 for one with
 AddressSanitizer (run it with LD_PRELOAD=$(gcc -print-file-name=libasan.so) and
 ASAN_OPTIONS=detect_leaks=0, since the Python interpreter itself is not instrumented).
@@ -17,6 +18,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 CORE = HERE / "vmcore" / "_core"
 
 runpy.run_path(str(CORE / "gen_ops.py"), run_name="vmcore_gen")["main"](CORE / "ops_generated.pxi")
+runpy.run_path(str(CORE / "gen_x87.py"), run_name="vmcore_gen")["main"](CORE / "x87_ops.h")
 
 debug = os.environ.get("VMCORE_DEBUG") == "1"
 asan = os.environ.get("VMCORE_ASAN") == "1"

@@ -23,7 +23,8 @@ PT_LOAD = 1
 ET_EXEC = 2
 EM_386 = 3
 
-# Capstone groups of instructions the engine does not implement (no x87, MMX or SIMD).
+# Capstone groups of instructions the workloads must not use: the engine has no MMX or SIMD, and the
+# workloads are integer code by their rules (workloads/README.md), x87 included.
 FORBIDDEN_GROUPS = {
     getattr(capstone.x86, f"X86_GRP_{g}")
     for g in ("FPU", "MMX", "3DNOW", "SSE1", "SSE2", "SSE3", "SSSE3", "SSE41", "SSE42", "SSE4A", "AVX", "AVX2",

@@ -3,6 +3,7 @@
     vmcore run sieve                 # build, run in the VM, run natively, compare
     vmcore run path/to/kernel.elf --cmdline "..." --no-native
     vmcore run sieve -d insn --count 50   # trace instructions (capstone), exits
+    vmcore run --kernel bzImage --initrd initrd.img --append "console=ttyS0" -m 256   # Linux, QEMU's way
     vmcore list                      # the workloads and their sizes
     vmcore bench --quick --compare   # the bench/ suites: table, stored run, regression gate
     vmcore dashboard -o bench.html   # static HTML page of the stored runs
@@ -80,7 +81,92 @@ def _status(text: str):
         yield
 
 
+def _stdin_fd() -> int:
+    """The standard input's descriptor, or -1 when there is none to read (pytest's capture)."""
+    try:
+        return sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return -1
+
+
+def cmd_run_linux(args) -> int:
+    """--kernel: boot a Linux bzImage with COM1 on this terminal, as `qemu-system-i386 -kernel
+    -initrd -append -m -nographic` does. Interactive when stdin is a terminal (raw mode, the
+    host clock; Ctrl-A x quits); otherwise guest output only, under the virtual clock."""
+    import os
+    import time
+
+    from vmcore.devices.serialio import HostSerial
+
+    if args.target is not None or args.bios is not None:
+        raise VmError("give either --kernel or a target / --bios, not both")
+    memory = args.memory if args.memory is not None else 256
+    fd = _stdin_fd()
+    interactive = fd >= 0 and os.isatty(fd)
+    clock = args.clock or ("host" if interactive else "virtual")
+    m = Machine(memory_mb=memory, mode=args.mode, clock=clock)
+    cmdline = args.append if args.append is not None else "console=ttyS0"
+    m.load_linux(args.kernel, args.initrd, cmdline)
+    if "exits" in set(filter(None, (args.debug or "").split(","))):
+        m.exit_trace = lambda text: print(f"  exit: {text}", file=sys.stderr)
+    print(f"vmcore: {Path(args.kernel).name} in a {memory} MiB {m.mode} machine ({clock} clock), "
+          f"initrd {args.initrd or 'none'}, cmdline {cmdline!r}" + ("; Ctrl-A x quits" if interactive else ""))
+    sys.stdout.flush()
+    serial = HostSerial(m.uart, m.timers, input_fd=fd if interactive else -1, raw=interactive, on_quit=m.stop)
+    serial.mirror(m.bus.device_at(0xE9))
+    start_icount, start = m.stats["instructions"], time.perf_counter()
+    r = None
+    try:
+        r = m.run(count=args.count, timeout=args.timeout)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serial.close()
+    print()
+    if r is None:
+        seconds = time.perf_counter() - start
+        instructions = m.stats["instructions"] - start_icount
+        exit_text, status = "interrupted (Ctrl-C)", 130
+    else:
+        seconds, instructions = r.seconds, r.instructions
+        exit_text = f"{r.exit.value} ({r.reason})"
+        if r.exit is Exit.DEBUG_EXIT:
+            exit_text = f"guest powered off through the debug-exit port, status {r.exit_code}"
+        status = (r.exit_code >> 1) & 0xFF if r.exit is Exit.DEBUG_EXIT else STATUS[r.exit]
+        if serial.quit_requested:
+            exit_text = "quit (Ctrl-A x)"
+    mips = instructions / seconds / 1e6 if seconds > 0 else 0.0
+    _print_summary([("exit", escape(exit_text)), ("guest instructions", f"{instructions:,}"),
+                    ("vmcore time", f"{seconds:.3f} s"), ("guest MIPS", f"{mips:.1f}")],
+                   m if args.stats else None)
+    return status
+
+
+def _print_summary(summary, stats_machine=None) -> None:
+    console = _console()
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for key, value in summary:
+        t.add_row(key, value)
+    console.print(t)
+    if stats_machine is not None:
+        st = Table(title="engine counters", title_justify="left")
+        st.add_column("counter")
+        st.add_column("value", justify="right")
+        for key, value in stats_machine.stats.items():
+            st.add_row(key, f"{value:,}")
+        console.print(st)
+
+
 def cmd_run(args) -> int:
+    if args.kernel is not None:
+        return cmd_run_linux(args)
+    for flag, value in (("--initrd", args.initrd), ("--append", args.append)):
+        if value is not None:
+            raise VmError(f"{flag} needs --kernel")
+    if args.memory is None:
+        args.memory = 64
     target = args.target
     if args.bios is not None:
         if target is not None:
@@ -199,7 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("target", nargs="?", help="workload name (see `vmcore list`) or path to a multiboot ELF")
     r.add_argument("--bios", default=None, metavar="FILE",
                    help="boot a ROM image from the reset vector instead (like QEMU's -bios)")
-    r.add_argument("--memory", type=int, default=64, help="guest RAM in MiB (default 64)")
+    r.add_argument("-m", "--memory", type=int, default=None,
+                   help="guest RAM in MiB (default 64; 256 with --kernel)")
+    r.add_argument("--kernel", default=None, metavar="BZIMAGE",
+                   help="boot a Linux bzImage through the 32-bit boot protocol, COM1 on this terminal "
+                        "(interactive when stdin is a terminal: raw mode, host clock, Ctrl-A x quits)")
+    r.add_argument("--initrd", default=None, metavar="FILE", help="with --kernel: the initial ramdisk")
+    r.add_argument("--append", default=None, metavar="CMDLINE",
+                   help="with --kernel: the kernel command line (default 'console=ttyS0')")
     r.add_argument("--count", type=int, default=None, help="stop after this many guest instructions")
     r.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
     r.add_argument("--cmdline", default=None, help="multiboot command line (workloads: size=N)")

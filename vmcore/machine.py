@@ -18,8 +18,9 @@ import numpy as np
 
 from vmcore._core._core import Engine, REG_NAMES, SEG_NAMES, jit_host_missing
 from vmcore.devices import DebugConsole, DebugExit, KeyboardController, PortBus, SystemControlPortA, Uart16550
-from vmcore.devices import Cmos, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB, TimerSet
-from vmcore.devices.clock import Clock, make_clock
+from vmcore.devices import Cmos, CoprocessorPorts, PciConfig, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB
+from vmcore.devices import TimerSet
+from vmcore.devices.clock import Clock, HostClock, make_clock
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
 from vmcore.loaders.flat import load_flat
 from vmcore.loaders.multiboot import load_multiboot
@@ -31,13 +32,14 @@ ENGINES = ("interp", "jit")         # ARCHITECTURE.md "The native engine (JIT)"
 # the JIT where the host can run it (x86-64 with user-mode FSGSBASE and BMI2); VMCORE_ENGINE overrides
 DEFAULT_ENGINE = "jit" if jit_host_missing() is None else "interp"
 CPU_MODELS = ("i686", "80386", "80286")   # what differs: vmcore/_core/api.pxi set_cpu_model
+TSC_KINDS = ("instructions", "clock")     # what the time stamp counter counts (Machine's tsc=)
 
 HOOK_IO_OUT = 1
 HOOK_IO_IN = 2
 
 # engine exit codes (vmcore/_core/defs.pxi)
 (_EXIT_HLT, _EXIT_IO, _EXIT_BUDGET, _EXIT_SHUTDOWN, _EXIT_UNTIL, _EXIT_INTERNAL, _EXIT_UNIMPLEMENTED,
- _EXIT_INTR, _EXIT_TRANSLATE) = range(1, 10)
+ _EXIT_INTR, _EXIT_TRANSLATE, _EXIT_FERR) = range(1, 11)
 
 # instructions per engine.run() call: bounds how late a timeout is noticed
 _SLICE = 1 << 22
@@ -126,10 +128,16 @@ class Machine:
     (time is the guest instruction count, 100 instructions per 1.193182 MHz PIT clock, plus
     1 us per access to a timer's port; runs repeat exactly), "host" (time.monotonic) or a
     ``vmcore.devices.Clock`` (vmcore/devices/clock.py).
+
+    ``tsc`` says what RDTSC counts: "instructions" (guest instructions: the nanobenchmarks'
+    measure) or "clock" (the machine's clock, as a real TSC keeps pace with the PIT and the
+    RTC: the instruction count plus the time HLT and I/O cycles let pass under the virtual
+    clock, 1 GHz host time under the host clock; an OS calibrating its TSC needs this).
+    None: "instructions", until load_linux makes it "clock".
     """
 
     def __init__(self, memory_mb: int = 64, mode: str | None = None, cpu: str = "i686", devices: bool = True,
-                 clock: str | Clock = "virtual", engine: str | None = None):
+                 clock: str | Clock = "virtual", tsc: str | None = None, engine: str | None = None):
         if engine is None:
             engine = os.environ.get("VMCORE_ENGINE", DEFAULT_ENGINE)
         if engine not in ENGINES:
@@ -170,7 +178,7 @@ class Machine:
         self._reset_requested = False
         self.rom = None
         self._exits = {e: 0 for e in ("io", "hlt", "budget", "shutdown", "until", "unimplemented", "intr",
-                                       "translate")}
+                                       "translate", "ferr")}
         # the interrupt controller: an object with acknowledge() -> vector, which lowers or
         # keeps the INTR line through set_intr(); None until one is attached
         self.interrupt_controller = None
@@ -181,7 +189,12 @@ class Machine:
             engine = self._engine
             self.clock.icount = lambda: engine.icount
         self.timers = TimerSet(self.clock)   # the time-driven devices, polled between engine exits
-        self.pic = self.pit = self.cmos = self.port_b = self.post = None
+        if tsc is not None and tsc not in TSC_KINDS:
+            raise ConfigError(f"unknown tsc {tsc!r}; choose one of {TSC_KINDS}")
+        self.tsc = tsc
+        self._tsc_follows_clock = False
+        self._set_tsc(tsc or "instructions")
+        self.pic = self.pit = self.cmos = self.port_b = self.post = self.kbc = self.pci = self.fpu_ports = None
         self._intr = False
         self._halted = False                 # in HLT with IF = 1, waiting for an interrupt
         if devices:
@@ -192,6 +205,9 @@ class Machine:
             kbc = KeyboardController(self._engine.set_a20, _weak(self._on_reset))
             self.bus.attach(0x60, 1, kbc, name="i8042")
             self.bus.attach(0x64, 1, PortWindow(kbc, 4), name="i8042-command")
+            self.kbc = kbc
+            self.pci = PciConfig()
+            self.bus.attach(0xCF8, 8, self.pci, name="pci-config")
             self.pic = PicPair(_weak(self.set_intr))
             self.bus.attach(0x20, 2, self.pic.master, name="pic-master")
             self.bus.attach(0xA0, 2, self.pic.slave, name="pic-slave")
@@ -204,9 +220,14 @@ class Machine:
             self.bus.attach(0x70, 2, self.cmos, name="cmos")
             self.post = PostCode()
             self.bus.attach(0x80, 1, self.post, name="post")
+            self.fpu_ports = CoprocessorPorts(self._engine.fpu_ignne)
+            self.bus.attach(0xF0, 2, self.fpu_ports, name="fpu")
             self.pic.connect(0, self.pit.irq)
             self.pic.connect(4, self.uart.irq)
             self.pic.connect(8, self.cmos.irq)
+            self.pic.connect(1, kbc.irq)
+            self.pic.connect(12, kbc.aux_irq)
+            self.pic.connect(13, self.fpu_ports.irq)       # FERR# (CR0.NE = 0)
             self.timers.add(self.pit)
             self.timers.add(self.cmos)
             irq_of = {id(self.pit): 0, id(self.cmos): 8}
@@ -215,6 +236,13 @@ class Machine:
             self.interrupt_controller = pic
         self.boot_info = None
         self.exit_trace: Callable[[str], None] | None = None   # called with a line per engine exit
+
+    def _set_tsc(self, kind: str) -> None:
+        """"clock": the TSC read from the host clock itself, or (any other clock) the instruction
+        count plus the time that passed without instructions (kept in the engine's tsc_offset)."""
+        host = kind == "clock" and isinstance(self.clock, HostClock)
+        self._engine.set_tsc_host(self.clock.origin_ns if host else None)
+        self._tsc_follows_clock = kind == "clock" and not host
 
     # ---- memory -------------------------------------------------------------------------
     def _check_range(self, gpa: int, size: int) -> None:
@@ -312,6 +340,33 @@ class Machine:
         self.reg_write("ebx", boot.ebx)
         self.reg_write("eip", boot.entry_gla)
         self.boot_info = boot
+
+    def load_linux(self, kernel, initrd=None, cmdline: str = ""):
+        """Load a Linux bzImage (and an initrd) and set the CPU as the 32-bit boot protocol
+        requires (Documentation/arch/x86/boot.rst): flat CS = 0x10, DS = ES = SS = 0x18 from a
+        GDT in guest memory, ESI = the zero page, EBP = EDI = EBX = 0, IF = 0, paging off."""
+        from vmcore.loaders.bzimage import BOOT_CS, BOOT_DS, CS_ATTR, DS_ATTR, GDT, load_bzimage
+
+        boot = load_bzimage(self.memory, kernel, initrd, cmdline)
+        if self.tsc is None:
+            self._set_tsc("clock")       # Linux calibrates the TSC against the PIT
+        engine = self._engine
+        engine.flush()
+        engine.reset_flat32()
+        engine.gdtr_set(boot.gdt_gpa, len(GDT) - 1)
+        for k, seg in enumerate(SEG_NAMES):
+            if seg == "cs":
+                engine.seg_set(k, BOOT_CS, 0, 0xFFFFFFFF, CS_ATTR)
+            else:
+                engine.seg_set(k, BOOT_DS, 0, 0xFFFFFFFF, DS_ATTR)
+        for reg in REG_NAMES:
+            self.reg_write(reg, 0)
+        self.reg_write("esi", boot.zero_page_gpa)
+        self.reg_write("esp", 0)
+        self.reg_write("eflags", 0x2)
+        self.reg_write("eip", boot.entry_gla)
+        self.boot_info = boot
+        return boot
 
     def load_bios(self, path) -> None:
         """Map a ROM image (a multiple of 64 KiB, at most 1 MiB) at the top of the 4 GiB
@@ -411,6 +466,10 @@ class Machine:
                 budget = _SLICE if count is None else min(_SLICE, count - done)
                 if timers.active:            # a timer armed: end the slice at its deadline
                     budget = timers.bound(budget)
+                if self._tsc_follows_clock:   # the TSC gains the time HLT and I/O cycles let pass
+                    behind = self.clock.now() - engine.icount
+                    if behind > engine.tsc_offset:
+                        engine.tsc_offset = behind
                 code = engine.run(budget)
                 if timers.active:            # time-driven IRQs and host input, before the exit is handled
                     timers.service()
@@ -447,6 +506,10 @@ class Machine:
                     self._supervisor.translate_miss()
                 elif code == _EXIT_BUDGET:
                     self._exits["budget"] += 1
+                elif code == _EXIT_FERR:
+                    self._exits["ferr"] += 1
+                    if self.fpu_ports is not None:
+                        self.fpu_ports.assert_ferr()
                 elif code == _EXIT_INTR:
                     self._exits["intr"] += 1
                     self._acknowledge_interrupt()
@@ -483,6 +546,8 @@ class Machine:
             if self._intr or engine.irq_pending:
                 self._halted = False
                 return None, ""
+            if self._stop_requested:         # stop() from a host input while the guest idles
+                return Exit.STOPPED, "stop() was called"
             wake = timers.next_wake()
             if wake is None and not timers.input_open:
                 self._halted = False
@@ -519,7 +584,7 @@ class Machine:
             port, size, is_in, value = self._engine.io_request()
             return f"io {'in' if is_in else 'out'} port={port:#x} size={size}" + ("" if is_in else f" value={value:#x}")
         names = {_EXIT_HLT: "hlt", _EXIT_BUDGET: "budget", _EXIT_SHUTDOWN: "shutdown", _EXIT_UNTIL: "until",
-                 _EXIT_UNIMPLEMENTED: "unimplemented"}
+                 _EXIT_UNIMPLEMENTED: "unimplemented", _EXIT_FERR: "ferr"}
         return f"{names.get(code, code)} eip={eip:#x} icount={self._engine.icount}"
 
     def _shutdown_reason(self) -> str:

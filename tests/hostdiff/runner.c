@@ -6,7 +6,10 @@
  *
  * Protocol (all integers u32 little endian), stdin -> stdout:
  *   header:   "HDF1" mode n_cases code_addr code_size data_addr data_size stack_addr stack_size max_steps
- *             mode 0 = run, 1 = trace (single-step every guest instruction with EFLAGS.TF)
+ *             mode bit 0: 0 = run, 1 = trace (single-step every guest instruction with EFLAGS.TF);
+ *             mode bit 1: x87, every record ends with the x87 state (108 bytes, the 32-bit
+ *             protected-mode FNSAVE image: FNSAVE at guest_exit, else the kernel's copy in the
+ *             signal frame, whose first 108 bytes have the same layout)
  *   per case: code_len code[code_len] eax ecx edx ebx esp ebp esi edi eflags data[data_size] stack[stack_size]
  *   out, run mode, per case:   one record
  *   out, trace mode, per case: n_steps, n_steps records (the state before the first guest
@@ -48,6 +51,7 @@ typedef struct {
 } regs_t;
 
 regs_t g_in, g_out;
+uint8_t g_fpu[108];
 uint32_t g_entry;
 uint32_t g_host_esp;
 
@@ -89,6 +93,7 @@ __asm__(
     "    movl %edi, g_out+28\n"
     "    leal g_out+36, %esp\n"         /* PUSHFD stores to g_out.eflags */
     "    pushfl\n"
+    "    fnsave g_fpu\n"               /* no wait: a pending exception stays in the image */
     "    cld\n"
     "    movl g_host_esp, %esp\n"
     "    popfl\n"
@@ -111,6 +116,9 @@ typedef struct {
 } head_t;
 
 static head_t g_fault;
+static uint8_t g_fault_fpu[108];
+static int g_x87;
+#define FPU_SIZE 108
 
 /* trace mode */
 static int g_tracing;
@@ -137,10 +145,18 @@ static void get_regs(const greg_t *g, regs_t *out) {
     out->eflags = g[REG_EFL];
 }
 
-static void put_record(uint8_t *p, const head_t *h) {
+static void put_record(uint8_t *p, const head_t *h, const uint8_t *fpu) {
     memcpy(p, h, sizeof *h);
     memcpy(p + sizeof *h, data, data_size);
     memcpy(p + sizeof *h + data_size, stack, stack_size);
+    if (g_x87)
+        memcpy(p + sizeof *h + data_size + stack_size, fpu, FPU_SIZE);
+}
+
+static void get_fpu(const ucontext_t *uc, uint8_t *out) {
+    memset(out, 0, FPU_SIZE);
+    if (uc->uc_mcontext.fpregs)
+        memcpy(out, uc->uc_mcontext.fpregs, FPU_SIZE);
 }
 
 /* the instruction at eip is PUSHF/PUSHFD (after prefixes) */
@@ -156,7 +172,7 @@ static int is_pushf(uint32_t eip) {
     return 0;
 }
 
-static void on_trap(greg_t *g) {
+static void on_trap(greg_t *g, const ucontext_t *uc) {
     uint32_t eip = g[REG_EIP];
     if (eip >= code_addr && eip < code_addr + code_size) {
         if (g_started && is_pushf(g_prev_eip)) {
@@ -171,7 +187,9 @@ static void on_trap(greg_t *g) {
             head_t h = {0, eip, {{0}, 0}};
             get_regs(g, &h.regs);
             h.regs.eflags &= ~(TF | RF);
-            put_record(g_steps + (size_t)g_nsteps * rec_size, &h);
+            uint8_t fpu[FPU_SIZE];
+            get_fpu(uc, fpu);
+            put_record(g_steps + (size_t)g_nsteps * rec_size, &h, fpu);
             g_nsteps++;
         } else {
             g[REG_EFL] &= ~TF;
@@ -185,7 +203,7 @@ static void on_signal(int sig, siginfo_t *si, void *ctx) {
     ucontext_t *uc = (ucontext_t *)ctx;
     greg_t *g = uc->uc_mcontext.gregs;
     if (sig == SIGTRAP && g_tracing && g_in_guest && si->si_code == TRAP_TRACE) {
-        on_trap(g);
+        on_trap(g, uc);
         return;
     }
     if (!g_in_guest) {
@@ -197,6 +215,7 @@ static void on_signal(int sig, siginfo_t *si, void *ctx) {
     g_fault.eip = g[REG_EIP];
     get_regs(g, &g_fault.regs);
     g_fault.regs.eflags &= ~(TF | RF);
+    get_fpu(uc, g_fault_fpu);
     g_in_guest = 0;
     siglongjmp(g_jb, 1);
 }
@@ -246,13 +265,14 @@ int main(void) {
     stack_addr = hdr[7];
     stack_size = hdr[8];
     max_steps = hdr[9];
-    g_tracing = mode == 1;
+    g_tracing = mode & 1;
+    g_x87 = (mode & 2) != 0;
     if (n_cases == 0)
         return 0;
     code = map_fixed(code_addr, code_size, PROT_READ | PROT_WRITE | PROT_EXEC);
     data = map_fixed(data_addr, data_size, PROT_READ | PROT_WRITE);
     stack = map_fixed(stack_addr, stack_size, PROT_READ | PROT_WRITE);
-    rec_size = sizeof(head_t) + data_size + stack_size;
+    rec_size = sizeof(head_t) + data_size + stack_size + (g_x87 ? FPU_SIZE : 0);
     if (g_tracing) {
         g_steps = malloc(rec_size * (size_t)max_steps);
         if (!g_steps)
@@ -303,6 +323,7 @@ int main(void) {
             g_nsteps = 0;
         }
         head_t h;
+        const uint8_t *fpu = g_fpu;
         alarm(5);                       /* a sequence that never ends stops with SIGALRM */
         if (sigsetjmp(g_jb, 1) == 0) {
             g_in_guest = 1;
@@ -314,13 +335,14 @@ int main(void) {
             h.regs.eflags &= ~(TF | RF);
         } else {
             h = g_fault;
+            fpu = g_fault_fpu;
         }
         alarm(0);
         if (g_tracing) {
             write_exact(&g_nsteps, 4);
             write_exact(g_steps, (size_t)g_nsteps * rec_size);
         }
-        put_record(rec, &h);
+        put_record(rec, &h, fpu);
         write_exact(rec, rec_size);
         memset(code, 0xF4, len + 5);
     }

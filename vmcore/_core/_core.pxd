@@ -41,6 +41,10 @@ cdef struct TlbEntry:
     uint32_t gpa_page   # gpa >> 12 of the mapped page
     uint32_t is_global  # from a global page (PGE): survives CR3 loads
 
+cdef extern from "x87_host.h" nogil:
+    ctypedef struct x87_image_t:    # an FNSAVE image (108 bytes)
+        uint8_t b[112]
+
 cdef struct Cpu
 cdef struct Insn
 ctypedef int (*handler_t)(Cpu* c, Insn* i) noexcept nogil
@@ -121,6 +125,10 @@ cdef struct Cpu:
     uint32_t msr_sysenter_esp
     uint32_t msr_sysenter_eip
     uint64_t msr_apic_base
+    uint64_t msr_perf[4]    # P6 PerfCtr0/1 (0xC1, 0xC2) and PerfEvtSel0/1 (0x186, 0x187): stored, not counting
+    int tsc_host            # 1: the TSC is the host's CLOCK_MONOTONIC in ns minus tsc_origin_ns (host clock)
+    int64_t tsc_origin_ns
+    uint64_t tsc_offset     # time stamp counter = icount + tsc_offset (time that passed without instructions)
     uint32_t code32     # CS.D: default operand/address size 32
     uint32_t ss32       # SS.B: 32-bit stack pointer
     uint32_t ss_mask    # 0xFFFFFFFF with ss32, else 0xFFFF
@@ -239,3 +247,12 @@ cdef struct Cpu:
     uint64_t slow_work
     uint64_t n_rep_chunks   # REP string instructions suspended after REP_CHUNK elements
     void* jit               # JitState (jit_engine.pxi) with engine="jit", else NULL
+    # the x87 FPU (ops_x87.pxi): FCW, FSW, FTW and ST0-ST7 in an FNSAVE image run on the host
+    # x87; the guest's last instruction and operand pointers beside it
+    x87_image_t fpu
+    uint32_t fpu_fip
+    uint32_t fpu_fdp
+    uint16_t fpu_fcs
+    uint16_t fpu_fds
+    uint16_t fpu_fop
+    uint32_t ferr           # FERR#: an unmasked exception was reported with CR0.NE = 0

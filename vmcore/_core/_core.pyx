@@ -3,7 +3,8 @@
 """vmcore's engine and MMU: one extension built from included files so the C
 compiler can inline across decode, execute and memory access."""
 
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memcmp
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 cdef extern from *:
     int __builtin_clz(unsigned int x) nogil
@@ -23,6 +24,7 @@ include "ops_segment.pxi"
 include "ops_sysarch.pxi"
 include "ops_rings.pxi"
 include "ops_task.pxi"
+include "ops_x87.pxi"
 include "ops_generated.pxi"
 include "exceptions.pxi"
 include "monitor.pxi"

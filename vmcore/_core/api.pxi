@@ -6,7 +6,7 @@ from libc.stdlib cimport calloc, free
 EXIT_NAMES = {
     EXIT_NONE: "none", EXIT_HLT: "hlt", EXIT_IO: "io", EXIT_BUDGET: "budget",
     EXIT_SHUTDOWN: "shutdown", EXIT_UNTIL: "until", EXIT_INTERNAL: "internal",
-    EXIT_UNIMPLEMENTED: "unimplemented", EXIT_INTR: "intr", EXIT_TRANSLATE: "translate",
+    EXIT_UNIMPLEMENTED: "unimplemented", EXIT_INTR: "intr", EXIT_TRANSLATE: "translate", EXIT_FERR: "ferr",
 }
 MODE_NUMBERS = {"bare": MON_BARE, "bt": MON_BT, "trap": MON_TRAP}
 
@@ -106,6 +106,7 @@ cdef class Engine:
         self.c.msr_sysenter_cs = 0
         self.c.msr_sysenter_esp = 0
         self.c.msr_sysenter_eip = 0
+        self.c.msr_perf[0] = self.c.msr_perf[1] = self.c.msr_perf[2] = self.c.msr_perf[3] = 0
         self.c.msr_apic_base = 0xFEE00900ULL
         self.c.exc_soft = 0
         self.c.io_string = 0
@@ -119,7 +120,7 @@ cdef class Engine:
         CS:IP = F000:FFF0 with CS base FFFF0000h, every limit FFFFh."""
         cdef int k
         self._reset_common()
-        self.c.regs[R_EDX] = 0x00000611     # the CPUID leaf 1 signature
+        self.c.regs[R_EDX] = 0x00000619     # the CPUID leaf 1 signature
         self.c.eip = 0xFFF0
         for k in range(6):
             self.c.seg[k].sel = 0
@@ -138,6 +139,7 @@ cdef class Engine:
         self.c.idtr_base = 0
         self.c.idtr_limit = 0xFFFF
         self.c.gdtr_limit = 0xFFFF
+        fpu_reset(self.c, True)
         cache_flush(self.c)
         tlb_flush_all(self.c)
         if self.c.roots != NULL:
@@ -183,10 +185,45 @@ cdef class Engine:
         self.c.idtr_base = 0
         self.c.idtr_limit = 0
         self.c.gdtr_limit = 0
+        fpu_reset(self.c, False)
         cache_flush(self.c)
         tlb_flush_all(self.c)
         if self.c.roots != NULL:
             shadow_flush_all(self.c)
+
+    def fpu_fxsave(self):
+        """The x87 state as FXSAVE stores it (bytes 0-159 of the image; ops_x87.pxi)."""
+        cdef uint8_t buf[160]
+        fpu_fx_store(self.c, buf)
+        return bytes(buf[:160])
+
+    def fpu_fnsave(self, bint o16=False, bint real=False):
+        """The x87 state as FNSAVE would store it (108 bytes, or 94 with o16), without the FNINIT."""
+        cdef uint8_t buf[108]
+        cdef uint32_t k, env = fpu_env_store(self.c, buf, o16, real)
+        for k in range(8):
+            memcpy(&buf[env + 10 * k], fpu_st(self.c, k), 10)
+        return bytes(buf[:env + 80])
+
+    def fpu_fxrstor(self, image):
+        """Load the x87 state from an FXSAVE image (at least its first 160 bytes), as FXRSTOR does."""
+        cdef const uint8_t[::1] v = bytes(image)
+        cdef uint8_t buf[160]
+        if v.shape[0] < 160:
+            raise ValueError("an FXSAVE image holds at least 160 bytes")
+        memcpy(buf, &v[0], 160)
+        fpu_fx_load(self.c, buf)
+
+    property fpu_ferr:
+        """The PC's FERR# latch (ops_x87.pxi fpu_pending): 0 idle, 1 latched (IRQ 13 raised),
+        2 IGNNE# asserted after a write to port F0h."""
+        def __get__(self):
+            return self.c.ferr
+
+    def fpu_ignne(self):
+        """A write to port F0h: the FERR# latch clears and IGNNE# is asserted until FERR# drops."""
+        if self.c.ferr == 1:
+            self.c.ferr = 2
 
     def run(self, uint64_t budget):
         """Run at most ``budget`` instructions; returns the exit reason (int)."""
@@ -506,6 +543,19 @@ cdef class Engine:
             self.c.a20_mask = mask
             tlb_flush_all(self.c)
             cache_flush(self.c)
+
+    def set_tsc_host(self, origin_ns):
+        """None: the TSC counts instructions (+ tsc_offset); an int: the TSC is the host's
+        CLOCK_MONOTONIC (time.monotonic_ns) minus origin_ns."""
+        self.c.tsc_host = 0 if origin_ns is None else 1
+        self.c.tsc_origin_ns = 0 if origin_ns is None else origin_ns
+
+    property tsc_offset:
+        """Added to the instruction count to make the time stamp counter (RDTSC, MSR 0x10)."""
+        def __get__(self):
+            return self.c.tsc_offset
+        def __set__(self, uint64_t v):
+            self.c.tsc_offset = v
 
     property a20:
         def __get__(self):

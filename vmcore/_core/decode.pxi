@@ -87,6 +87,7 @@ cdef void init_decode_tables() noexcept nogil:
                              0x1C1, 0x1C7]
     for k in range(24):
         HAS_MODRM[with_modrm[k]] = 1
+    HAS_MODRM[0x1AE] = 1                       # group 15: FXSAVE, FXRSTOR
     IMM_KIND[0x1A4] = IMM_B
     IMM_KIND[0x1AC] = IMM_B
     IMM_KIND[0x1BA] = IMM_B
@@ -676,8 +677,7 @@ cdef int select_handler(Cpu* c, Insn* i, uint32_t op, uint32_t modrm, int vs) no
         i.fn = h_SALC
         return 0
     if 0xD8 <= op <= 0xDF:
-        i.fn = h_ESC
-        return 0
+        return select_x87(c, i, op, modrm)
     if op == 0x9B:
         i.fn = h_WAIT
         return 0
@@ -729,8 +729,17 @@ cdef int select_0f(Cpu* c, Insn* i, uint32_t op, uint32_t reg, int fm, int vs) n
     if op == 0xA2:
         i.fn = h_CPUID
         return 0
+    if op == 0xAE:
+        if mem and reg == 0:
+            i.fn = h_FXSAVE
+        elif mem and reg == 1:
+            i.fn = h_FXRSTOR
+        return 0                                  # the rest of group 15 is SSE: #UD
     if op == 0x31:
         i.fn = h_RDTSC
+        return 0
+    if op == 0x33:
+        i.fn = h_RDPMC
         return 0
     if op in (0xA3, 0xAB, 0xB3, 0xBB):
         i.op = (op >> 3) & 3

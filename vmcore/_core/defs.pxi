@@ -21,6 +21,7 @@ cdef enum:
     EXIT_UNIMPLEMENTED = 7  # a valid instruction this engine does not implement yet
     EXIT_INTR = 8       # the interrupt controller's INTR line is up and the CPU can take it
     EXIT_TRANSLATE = 9  # bt: guest-kernel code at xlat_miss_gla is not scanned yet
+    EXIT_FERR = 10      # x87 FERR# asserted with CR0.NE = 0: raise IRQ 13 (eip = the waiting instruction)
 
 # EFLAGS bits (SDM Vol. 1 §3.4.3).
 cdef enum:
@@ -57,6 +58,7 @@ cdef enum:
     EXC_SS = 12
     EXC_GP = 13
     EXC_PF = 14
+    EXC_MF = 16         # x87 FPU floating-point error
 
 # Lazy flag kinds; cc_op = kind * 4 + size index (0: 8-bit, 1: 16-bit, 2: 32-bit).
 cdef enum:

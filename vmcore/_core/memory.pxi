@@ -21,6 +21,8 @@ cdef enum:
     CR4_DE = 0x8
     CR4_PSE = 0x10
     CR4_PGE = 0x80
+    CR4_PCE = 0x100
+    CR4_OSFXSR = 0x200
     PTE_P = 0x1
     PTE_RW = 0x2
     PTE_US = 0x4

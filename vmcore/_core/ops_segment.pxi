@@ -323,22 +323,6 @@ cdef int h_SALC(Cpu* c, Insn* i) noexcept nogil:
     setr8(c, R_EAX, 0xFF if get_cf(c) else 0)
     return RC_NEXT
 
-cdef int h_ESC(Cpu* c, Insn* i) noexcept nogil:
-    """D8-DF with no FPU: #NM if CR0.EM or CR0.TS; otherwise the escape has no effect
-    beyond addressing its memory operand (as on a 286 without a 287)."""
-    cdef uint32_t la
-    if c.cr0 & 0xC:
-        return fault(c, EXC_NM)
-    if (i.flags & IF_MEM) and seg_addr(c, i, 1, &la):
-        return RC_FAULT
-    return RC_NEXT
-
-cdef int h_WAIT(Cpu* c, Insn* i) noexcept nogil:
-    """9B: #NM if CR0.MP and CR0.TS, else nothing (no FPU)."""
-    if (c.cr0 & 0xA) == 0xA:
-        return fault(c, EXC_NM)
-    return RC_NEXT
-
 cdef int h_OUTS(Cpu* c, Insn* i) noexcept nogil:
     """6E/6F: one element per exit; a REP prefix re-enters until (E)CX is 0."""
     cdef int sz = i.imm2

@@ -98,8 +98,9 @@ cdef int write_cr(Cpu* c, uint32_t n, uint32_t v) noexcept nogil:
     elif n == 3:
         load_cr3(c, v)
     else:
-        # implemented: TSD, DE, PSE, PGE; any other bit is reserved here (#GP)
-        if v & ~<uint32_t>(CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE):
+        # implemented: TSD, DE, PSE, PGE, PCE (RDPMC at CPL > 0), OSFXSR (FXSAVE/FXRSTOR, which
+        # save no SSE state here); any other bit is reserved here (#GP)
+        if v & ~<uint32_t>(CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_PCE | CR4_OSFXSR):
             return fault_err(c, EXC_GP, 0)
         if (c.cr4 ^ v) & (CR4_PSE | CR4_PGE):
             c.cr4 = v
@@ -180,6 +181,11 @@ cdef int h_CACHE(Cpu* c, Insn* i) noexcept nogil:
 cdef enum:
     MSR_TSC = 0x10
     MSR_APIC_BASE = 0x1B
+    MSR_BIOS_SIGN_ID = 0x8B     # IA32_BIOS_SIGN_ID: the microcode revision (EDX) after CPUID leaf 1
+    MSR_PERFCTR0 = 0xC1         # P6 family performance counters (SDM Vol. 3 §20.6.8): 40 bits;
+    MSR_PERFCTR1 = 0xC2         # here they keep what is written and count no events
+    MSR_EVNTSEL0 = 0x186
+    MSR_EVNTSEL1 = 0x187
     MSR_SYSENTER_CS = 0x174
     MSR_SYSENTER_ESP = 0x175
     MSR_SYSENTER_EIP = 0x176
@@ -191,7 +197,13 @@ cdef int h_RDMSR(Cpu* c, Insn* i) noexcept nogil:
     if need_cpl0(c):
         return RC_FAULT
     if n == MSR_TSC:
-        v = c.icount + <uint64_t>(i - c.cur_block.insns) if c.cur_block != NULL else c.icount
+        v = tsc_now(c, i)
+    elif n == MSR_BIOS_SIGN_ID:
+        v = 0                   # no microcode update loaded (revision 0)
+    elif n == MSR_PERFCTR0 or n == MSR_PERFCTR1:
+        v = c.msr_perf[n - MSR_PERFCTR0]
+    elif n == MSR_EVNTSEL0 or n == MSR_EVNTSEL1:
+        v = c.msr_perf[2 + n - MSR_EVNTSEL0]
     elif n == MSR_APIC_BASE:
         v = c.msr_apic_base
     elif n == MSR_SYSENTER_CS:
@@ -212,7 +224,17 @@ cdef int h_WRMSR(Cpu* c, Insn* i) noexcept nogil:
     cdef uint64_t v = (<uint64_t>c.regs[R_EDX] << 32) | c.regs[R_EAX]
     if need_cpl0(c):
         return RC_FAULT
-    if n == MSR_APIC_BASE:
+    if n == MSR_BIOS_SIGN_ID:
+        pass                    # software writes 0 before CPUID to read the revision back
+    elif n == MSR_PERFCTR0 or n == MSR_PERFCTR1:
+        # WRMSR writes bits 31:0 of a counter, sign-extended to its 40 bits
+        v = <uint64_t><uint32_t>v
+        if v & 0x80000000ULL:
+            v |= 0xFF00000000ULL
+        c.msr_perf[n - MSR_PERFCTR0] = v
+    elif n == MSR_EVNTSEL0 or n == MSR_EVNTSEL1:
+        c.msr_perf[2 + n - MSR_EVNTSEL0] = v & 0xFFFFFFFFULL
+    elif n == MSR_APIC_BASE:
         c.msr_apic_base = v & 0xFFFFF900ULL
     elif n == MSR_SYSENTER_CS:
         c.msr_sysenter_cs = <uint32_t>v & 0xFFFF
@@ -222,6 +244,21 @@ cdef int h_WRMSR(Cpu* c, Insn* i) noexcept nogil:
         c.msr_sysenter_eip = <uint32_t>v
     else:
         return fault_err(c, EXC_GP, 0)
+    return RC_NEXT
+
+cdef int h_RDPMC(Cpu* c, Insn* i) noexcept nogil:
+    """0F 33: performance counter ECX into EDX:EAX (SDM Vol. 2 RDPMC; P6: counters 0 and 1,
+    40 bits). #GP(0) at CPL > 0 (or in virtual-8086 mode) unless CR4.PCE, and for any other
+    counter number. The counters hold what WRMSR put there: they count no events."""
+    cdef uint32_t n = c.regs[R_ECX]
+    cdef uint64_t v
+    if c.pe and (c.cpl != 0 or (c.eflags & FL_VM)) and not (c.cr4 & CR4_PCE):
+        return fault_err(c, EXC_GP, 0)
+    if n > 1:
+        return fault_err(c, EXC_GP, 0)
+    v = c.msr_perf[n] & 0xFFFFFFFFFFULL
+    c.regs[R_EAX] = <uint32_t>v
+    c.regs[R_EDX] = <uint32_t>(v >> 32)
     return RC_NEXT
 
 cdef void seg_flat(Cpu* c, int idx, uint32_t sel, uint32_t attr) noexcept nogil:

@@ -47,8 +47,9 @@ cdef int h_HLT(Cpu* c, Insn* i) noexcept nogil:
 
 cdef int h_CPUID(Cpu* c, Insn* i) noexcept nogil:
     """0F A2. What this engine implements, honestly (SDM Vol. 2 CPUID, leaf 1 EDX): an
-    i686-class integer CPU with DE, PSE, TSC, MSR, CX8, SEP, PGE and CMOV; no FPU, no
-    VME, no PAE, no local APIC, no MTRRs, no SIMD."""
+    i686-class CPU with an x87 FPU (FPU, ops_x87.pxi), DE, PSE, TSC, MSR, CX8, SEP, PGE, CMOV
+    and FXSR (FXSAVE/FXRSTOR of the x87 state, CR4.OSFXSR); no VME, no PAE, no local APIC, no
+    MTRRs, no MMX/SSE."""
     cdef uint32_t leaf = c.regs[R_EAX]
     if leaf == 0:
         c.regs[R_EAX] = 1
@@ -57,20 +58,37 @@ cdef int h_CPUID(Cpu* c, Insn* i) noexcept nogil:
         c.regs[R_ECX] = 0x6C65746E   # "ntel"
         return RC_NEXT
     # leaf 1, and any leaf above the maximum reports the highest basic leaf
-    c.regs[R_EAX] = 0x00000611       # family 6, model 1, stepping 1
+    c.regs[R_EAX] = 0x00000619       # family 6, model 1, stepping 9 (a Pentium Pro without the stepping<8 errata)
     c.regs[R_EBX] = 0
     c.regs[R_ECX] = 0
-    c.regs[R_EDX] = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 13) | (1 << 15)
+    c.regs[R_EDX] = ((1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 13)
+                      | (1 << 15) | (1 << 24))
     return RC_NEXT
+
+cdef inline uint64_t tsc_now(Cpu* c, Insn* i) noexcept nogil:
+    """The time stamp counter at instruction ``i`` of the current block: under the host clock
+    the host's monotonic time in ns since the machine's clock started (a 1 GHz TSC that keeps
+    pace with the PIT and the RTC, which run from the same clock); otherwise the instruction
+    count plus the time the clock let pass without instructions."""
+    cdef timespec ts
+    cdef uint64_t tsc
+    if c.tsc_host:
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return <uint64_t>(<int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec - c.tsc_origin_ns)
+    tsc = c.icount + c.tsc_offset
+    if c.cur_block != NULL:
+        tsc += <uint64_t>(i - c.cur_block.insns)
+    return tsc
 
 cdef int h_RDTSC(Cpu* c, Insn* i) noexcept nogil:
     """0F 31: a virtual time stamp counter that counts guest instructions, so
-    that runs are reproducible. #GP(0) above CPL 0 with CR4.TSD."""
-    cdef uint64_t tsc = c.icount
+    that runs are reproducible, plus ``tsc_offset``: the time the machine's clock let pass
+    without instructions (HLT, I/O cycles), so that the TSC keeps pace with the PIT and the
+    RTC. #GP(0) above CPL 0 with CR4.TSD."""
+    cdef uint64_t tsc
     if (c.cr4 & CR4_TSD) and c.pe and c.cpl != 0:
         return fault_err(c, EXC_GP, 0)
-    if c.cur_block != NULL:
-        tsc += <uint64_t>(i - c.cur_block.insns)
+    tsc = tsc_now(c, i)
     c.regs[R_EAX] = <uint32_t>tsc
     c.regs[R_EDX] = <uint32_t>(tsc >> 32)
     return RC_NEXT

@@ -1,11 +1,14 @@
 """Port-mapped devices and the bus that routes guest port I/O to them."""
-from vmcore.devices.a20 import KeyboardController, SystemControlPortA
+from vmcore.devices.a20 import SystemControlPortA
 from vmcore.devices.bus import PortBus, PortDevice, PortMapping, PortWindow
 from vmcore.devices.clock import Clock, HostClock, TimerSet, VirtualClock
 from vmcore.devices.cmos import Cmos
 from vmcore.devices.debugcon import DebugConsole
 from vmcore.devices.debugexit import DebugExit
+from vmcore.devices.fpu_ports import CoprocessorPorts
+from vmcore.devices.i8042 import KeyboardController
 from vmcore.devices.irq import IrqLine
+from vmcore.devices.pci import PciConfig, PciHostBridge
 from vmcore.devices.pic8259 import Elcr, Pic8259, PicPair
 from vmcore.devices.pit8254 import Pit8254
 from vmcore.devices.portb import SystemControlPortB
@@ -14,4 +17,5 @@ from vmcore.devices.uart16550 import Uart16550
 
 __all__ = ["PortBus", "PortDevice", "PortMapping", "PortWindow", "IrqLine", "DebugConsole", "DebugExit",
            "Uart16550", "KeyboardController", "SystemControlPortA", "Clock", "VirtualClock", "HostClock",
-           "TimerSet", "Pic8259", "PicPair", "Elcr", "Pit8254", "SystemControlPortB", "PostCode", "Cmos"]
+           "TimerSet", "Pic8259", "PicPair", "Elcr", "Pit8254", "SystemControlPortB", "PostCode", "Cmos",
+           "CoprocessorPorts", "PciConfig", "PciHostBridge"]

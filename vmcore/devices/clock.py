@@ -111,6 +111,11 @@ class HostClock(Clock):
     def now(self) -> int:
         return time.monotonic_ns() - self._origin
 
+    @property
+    def origin_ns(self) -> int:
+        """time.monotonic_ns() when the clock started (a machine's TSC counts from it)."""
+        return self._origin
+
     def __repr__(self) -> str:
         return f"HostClock(now={self.now()} ns)"
 

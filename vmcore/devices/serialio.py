@@ -6,6 +6,10 @@ feeds the queue to the UART between engine exits (``pump``, called by the machin
 TimerSet), never more than the receiver buffer takes, so no byte is lost to an overrun: the
 host side waits as a terminal with flow control would. A halted guest (HLT with interrupts
 enabled) waits for input while the input is open (``wait``).
+
+``raw=True`` puts a terminal in raw mode (every key, Ctrl-C included, goes to the guest) and
+takes QEMU's escape: Ctrl-A x ends the run (``on_quit``), Ctrl-A Ctrl-A sends one Ctrl-A.
+``input_fd=-1`` connects the output only.
 """
 from __future__ import annotations
 
@@ -21,8 +25,16 @@ class HostSerial:
     """Connect ``uart`` to ``input_fd`` and ``output`` (a binary stream). ``timers``: the
     machine's TimerSet that calls ``pump`` between exits (``Machine.timers``)."""
 
-    def __init__(self, uart: Uart16550, timers, input_fd: int | None = None, output=None, cbreak: bool = True):
+    ESCAPE = 0x01          # Ctrl-A
+    QUIT = ord("x")
+
+    def __init__(self, uart: Uart16550, timers, input_fd: int | None = None, output=None, cbreak: bool = True,
+                 raw: bool = False, on_quit=None):
         self.uart = uart
+        self.raw = raw
+        self.on_quit = on_quit
+        self.quit_requested = False
+        self._escape_pending = False
         self.timers = timers
         self.output = output if output is not None else sys.stdout.buffer
         self.input_fd = sys.stdin.fileno() if input_fd is None else input_fd
@@ -33,7 +45,15 @@ class HostSerial:
         self._unflushed = False
         self.received = 0
         self._tty_state = None
-        if cbreak and os.isatty(self.input_fd):
+        if self.input_fd < 0:
+            self._eof = True
+        elif raw and os.isatty(self.input_fd):
+            import termios
+            import tty
+
+            self._tty_state = termios.tcgetattr(self.input_fd)
+            tty.setraw(self.input_fd)
+        elif cbreak and os.isatty(self.input_fd):
             # keys reach the guest as they are typed (Ctrl-C still interrupts the host)
             import termios
             import tty
@@ -43,9 +63,11 @@ class HostSerial:
         self._mirrored: list = []
         self._previous_sink = uart.sink
         uart.sink = self._sink
-        self._thread = threading.Thread(target=self._reader, name="vmcore-serial-input", daemon=True)
-        self._thread.start()
-        timers.add_input(self)
+        self._thread = None
+        if self.input_fd >= 0:
+            self._thread = threading.Thread(target=self._reader, name="vmcore-serial-input", daemon=True)
+            self._thread.start()
+            timers.add_input(self)
 
     def mirror(self, device) -> None:
         """Also copy the output of ``device`` (one with a ``sink``: the debug console) to the
@@ -73,17 +95,36 @@ class HostSerial:
                 data = os.read(self.input_fd, 4096)
             except OSError:
                 data = b""
+            keys = self._unescape(data) if data and self.raw else data
             with self._lock:
-                if data:
-                    self._queue += data
-                else:
+                self._queue += keys
+                if not data:
                     self._eof = True
             self._ready.set()
-            if not data:
+            if not data or self.quit_requested:
                 return
+
+    def _unescape(self, data: bytes) -> bytes:
+        out = bytearray()
+        for b in data:
+            if self._escape_pending:
+                self._escape_pending = False
+                if b == self.QUIT:
+                    self.quit_requested = True
+                    continue
+                if b != self.ESCAPE:
+                    out.append(self.ESCAPE)
+                out.append(b)
+            elif b == self.ESCAPE:
+                self._escape_pending = True
+            else:
+                out.append(b)
+        return bytes(out)
 
     # ---- run thread ---------------------------------------------------------------------
     def pump(self) -> None:
+        if self.quit_requested and self.on_quit is not None:
+            self.on_quit()
         if self._unflushed:
             self._unflushed = False
             self.output.flush()
@@ -102,6 +143,8 @@ class HostSerial:
         return not self._eof
 
     def wait(self, seconds: float | None) -> None:
+        if self.quit_requested:
+            return
         if self._unflushed:
             self._unflushed = False
             self.output.flush()
