@@ -132,9 +132,12 @@ def machine_setup_for_test(m, engine):
 
 # ---- guests for the JIT's exits ---------------------------------------------------------------
 
-def run_nasm(source: str, name: str, engine: str, count: int = 10**7, threshold: int | None = None):
+def run_nasm(source: str, name: str, engine: str, count: int = 10**7, threshold: int | None = None,
+             gates: bool = False):
+    """``gates``: the JIT's default gates (paged code after quiet TLBs, a pause after many faults);
+    without, every exit these guests are written for is taken in host code."""
     code = assemble_text("bits 32\norg 0x%x\n" % CODE_GPA + source, name, kind="jit-guests")
-    m = machine(engine, threshold=threshold)
+    m = machine(engine, threshold=threshold, paged_always=not gates)
     m.mem_write(CODE_GPA, code)
     m.reg_write("eip", CODE_GPA)
     m.reg_write("esp", STACK_TOP)
@@ -240,6 +243,17 @@ def test_open_bus_and_the_4gib_wrap():
     assert s["jit_faults_unmapped"] >= 400
     assert s["unmapped_reads"] == mi.stats["unmapped_reads"]
     assert s["unmapped_writes"] == mi.stats["unmapped_writes"] == 500
+
+
+def test_a_guest_that_keeps_faulting_pauses_the_jit():
+    """With the default gates, host code that faults out again and again (each a signal, ~3 us) hands
+    the guest to the interpreter for a while: fewer faults, the same result."""
+    mi, ri = run_nasm(OPEN_BUS, "open-bus", "interp", gates=True)
+    mj, rj = run_nasm(OPEN_BUS, "open-bus", "jit", gates=True)
+    assert final_state(mj, rj) == final_state(mi, ri)
+    s = mj.stats
+    assert s["jit_pauses"] >= 1
+    assert 0 < s["jit_faults_unmapped"] < 200
 
 
 PAST_THE_LIMIT = """

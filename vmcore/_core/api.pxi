@@ -267,7 +267,8 @@ cdef class Engine:
     @property
     def jit_paged_min_interval(self):
         """Paged code runs translated only while the guest goes this many instructions between TLB
-        flushes (jit_engine.pxi PAGED_MIN_INTERVAL; 0: always, as the tests of the paged views use it)."""
+        flushes (jit_engine.pxi PAGED_MIN_INTERVAL). 0: always, and no pause for guests that fault
+        often either (PENALTY_MAX), as the tests of the paged views use it."""
         return (<JitState*>self.c.jit).paged_min_interval if self.c.jit != NULL else 0
 
     @jit_paged_min_interval.setter
@@ -314,6 +315,7 @@ cdef class Engine:
             "jit_view_flushes": J.n_view_flushes,
             "jit_unchains": J.n_unchains,
             "jit_paged_declined": J.n_paged_declined,
+            "jit_pauses": J.n_pauses,
             "jit_faults_traced": J.n_faults_traced,
             "jit_faults_unmapped": J.n_faults_unmapped,
             "jit_faults_divide": J.n_faults_divide,

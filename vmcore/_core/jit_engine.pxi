@@ -70,6 +70,16 @@ cdef enum:
     # (~6 us, the time of ~1,500 interpreted instructions), so a guest that switches address spaces
     # every few thousand instructions (a ping-pong over pipes) is faster in the interpreter
     PAGED_MIN_INTERVAL = 200000
+    # what a fault out of host code (a signal, ~3 us) or an undone chain costs, in the instructions
+    # host code must run to pay for it; past PENALTY_MAX owed, the interpreter runs the guest for
+    # PENALTY_PAUSE instructions (a guest that faults or switches privilege every few hundred
+    # instructions: page-fault and divide-error loops, system-call storms)
+    FAULT_PENALTY = 3000
+    UNCHAIN_PENALTY = 1000
+    ENTRY_PENALTY = 40          # an entry and exit (~100 ns): a block that runs a few instructions
+                                # between untranslated ones (CLI; STI; DEC; JNZ) loses here
+    PENALTY_MAX = 200000
+    PENALTY_PAUSE = 2000000
 
 cdef struct PagedView:
     vmw_window w
@@ -92,6 +102,9 @@ cdef struct JitState:
     uint64_t last_flush_icount  # c.icount at the last TLB flush
     uint64_t flush_interval     # running average of instructions between TLB flushes
     uint64_t paged_min_interval # PAGED_MIN_INTERVAL, or what a test sets
+    uint64_t penalty            # instructions of host code still owed for faults and unchains
+    uint64_t pause_until        # c.icount before which the interpreter runs everything
+    uint64_t n_pauses
     vmw_window win
     vmw_context ctx
     vmj_cache cache
@@ -335,10 +348,13 @@ cdef int jit_run(Cpu* c, Block* blk, uint64_t stop_at) noexcept nogil:
     cdef vmj_jblock* jb
     cdef const vmj_side* s
     cdef int bi, view, fill = FILL_SLOW
+    cdef uint64_t ran
     cdef uint32_t gpa
     cdef bint paged = (c.cr0 & CR0_PG) != 0
     if paged and J.flush_interval < J.paged_min_interval and c.icount - J.last_flush_icount < J.paged_min_interval:
         J.n_paged_declined += 1
+        return 0
+    if c.icount < J.pause_until:
         return 0
     view = (1 if c.cpl == 3 else 0) if paged else 2
     if view == 2:
@@ -352,6 +368,8 @@ cdef int jit_run(Cpu* c, Block* blk, uint64_t stop_at) noexcept nogil:
     if J.chain_gen != J.chain_epoch or view != J.chain_view:
         # chains and the indirect table hold translations of code addresses: made under other
         # page tables or another privilege, they may not hold here
+        if J.cache.n_patched:
+            J.penalty += UNCHAIN_PENALTY
         jit_unchain(c)
         J.chain_epoch = J.chain_gen
         J.chain_view = view
@@ -364,6 +382,7 @@ cdef int jit_run(Cpu* c, Block* blk, uint64_t stop_at) noexcept nogil:
     J.ctx.code_hi = <uintptr_t>(base + J.cache.arena.used)
     J.ctx.fault_exit = <uintptr_t>(base + J.cache.fault_off)
     J.n_entries += 1
+    J.penalty += ENTRY_PENALTY
     while True:
         vmw_enter(&J.ctx)
         rc = enter(st)
@@ -380,7 +399,9 @@ cdef int jit_run(Cpu* c, Block* blk, uint64_t stop_at) noexcept nogil:
                 gpa = 0xFFFFFFFFU
             if gpa < c.ram_size:
                 nb = lookup(c, st.next_eip, gpa)
-            if nb != NULL and nb.jit_block >= 0 and not c.attention:
+            # (a pending interrupt or other attention is inert here: attend() ran before this block
+            # and nothing host code runs can make it deliverable)
+            if nb != NULL and nb.jit_block >= 0:
                 jb = &J.cache.blocks[nb.jit_block]
                 if st.remaining >= <int64_t>jb.ninsn:
                     if st.stub != VMJ_NO_STUB:
@@ -422,14 +443,21 @@ cdef int jit_run(Cpu* c, Block* blk, uint64_t stop_at) noexcept nogil:
         else:
             J.n_faults_unmapped += 1
         J.skip_once = 1         # the interpreter runs the instruction: #PF, ROM, open bus, code writes
+        J.penalty += FAULT_PENALTY
         break
     for k in range(8):
         c.regs[k] = st.gpr[k]
     f = st.eflags
     set_arith_flags(c, f)
     c.eflags = (c.eflags & ~<uint32_t>FL_DF) | (f & FL_DF)
-    J.n_jit_insns += <uint64_t>((stop_at - c.icount) - <uint64_t>st.remaining)
+    ran = <uint64_t>((stop_at - c.icount) - <uint64_t>st.remaining)
+    J.n_jit_insns += ran
     c.icount = stop_at - <uint64_t>st.remaining
+    J.penalty = J.penalty - ran if J.penalty > ran else 0
+    if J.penalty > PENALTY_MAX and J.paged_min_interval:
+        J.penalty = 0
+        J.pause_until = c.icount + PENALTY_PAUSE
+        J.n_pauses += 1
     return 1
 
 cdef int jit_attach(Cpu* c, int ram_fd) noexcept nogil:

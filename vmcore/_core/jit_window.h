@@ -80,10 +80,18 @@ static const char* vmw_host_missing(void) {
 
 /* at: a host address for the window, or NULL for anywhere; never replaces an existing mapping */
 static int vmw_reserve(vmw_window* w, int ram_fd, uint32_t ram_pages, void* at) {
-    void* p = mmap(at, VMW_SPAN + VMW_GUARD, PROT_NONE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (at ? MAP_FIXED_NOREPLACE : 0), -1, 0);
-    if (p == MAP_FAILED)
+    /* anywhere: a page more on each side, given back, so that the window is not flush against
+     * another mapping (a test can put canaries there) */
+    uint64_t hole = at ? 0 : VMW_PAGE;
+    uint8_t* p = (uint8_t*)mmap(at, VMW_SPAN + VMW_GUARD + 2 * hole, PROT_NONE,
+                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (at ? MAP_FIXED_NOREPLACE : 0), -1, 0);
+    if ((void*)p == MAP_FAILED)
         return -errno;
+    if (hole) {
+        munmap(p, hole);
+        munmap(p + hole + VMW_SPAN + VMW_GUARD, hole);
+        p += hole;
+    }
     memset(w, 0, sizeof(*w));
     w->base = (uint8_t*)p;
     w->reserved = VMW_SPAN + VMW_GUARD;
