@@ -233,20 +233,7 @@ def cmd_run(args) -> int:
         summary.append(("output matches", "yes" if same else "[bold red]NO[/]"))
         if native.seconds > 0:
             summary.append(("slowdown vs native", f"{r.seconds / native.seconds:.1f}x"))
-    console = _console()
-    t = Table(show_header=False, box=None, pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column()
-    for key, value in summary:
-        t.add_row(key, value)
-    console.print(t)
-    if args.stats:
-        st = Table(title="engine counters", title_justify="left")
-        st.add_column("counter")
-        st.add_column("value", justify="right")
-        for key, value in m.stats.items():
-            st.add_row(key, f"{value:,}")
-        console.print(st)
+    _print_summary(summary, m if args.stats else None)
     if native is not None and not same:
         print(f"native output: {native.output!r}", file=sys.stderr)
         return STATUS_MISMATCH

@@ -178,17 +178,23 @@ static void vmw_chain(int sig, siginfo_t* info, void* uctx) {
     prev->sa_handler(sig);
 }
 
+/* Record the fault and resume at the context's fault exit (registers as the fault left them). */
+static void vmw_fault_exit(vmw_context* ctx, ucontext_t* uc, uint64_t rip, uint32_t gla, uint32_t write,
+                           uint32_t kind) {
+    ctx->fault.gla = gla;
+    ctx->fault.write = write;
+    ctx->fault.rip = rip;
+    ctx->fault.kind = kind;
+    uc->uc_mcontext.gregs[REG_RIP] = (greg_t)ctx->fault_exit;
+}
+
 /* A divide error (#DE) of a guest DIV/IDIV in translated code: a fault exit at that instruction. */
 static void vmw_on_fpe(int sig, siginfo_t* info, void* uctx) {
     ucontext_t* uc = (ucontext_t*)uctx;
     vmw_context* ctx = vmw_running;
     uint64_t rip = (uint64_t)uc->uc_mcontext.gregs[REG_RIP];
     if (ctx && rip >= ctx->code_lo && rip < ctx->code_hi && info->si_code == FPE_INTDIV) {
-        ctx->fault.gla = 0;
-        ctx->fault.write = 0;
-        ctx->fault.rip = rip;
-        ctx->fault.kind = VMW_FAULT_DIVIDE;
-        uc->uc_mcontext.gregs[REG_RIP] = (greg_t)ctx->fault_exit;
+        vmw_fault_exit(ctx, uc, rip, 0, 0, VMW_FAULT_DIVIDE);
         return;
     }
     vmw_chain(sig, info, uctx);
@@ -202,20 +208,13 @@ static void vmw_on_segv(int sig, siginfo_t* info, void* uctx) {
     if (ctx && ctx->window && rip >= ctx->code_lo && rip < ctx->code_hi
             && addr >= (uint64_t)ctx->window->base && addr - (uint64_t)ctx->window->base < ctx->window->reserved) {
         uint64_t off = addr - (uint64_t)ctx->window->base;
-        ctx->fault.gla = (uint32_t)off;     /* the guard's bytes past 4 GiB wrap, as the slow path does */
-        ctx->fault.write = (uc->uc_mcontext.gregs[REG_ERR] & 2) ? 1 : 0;
-        ctx->fault.rip = rip;
-        ctx->fault.kind = VMW_FAULT_WINDOW;
         ctx->n_faults++;
-        uc->uc_mcontext.gregs[REG_RIP] = (greg_t)ctx->fault_exit;
+        /* the guard's bytes past 4 GiB wrap, as the slow path does */
+        vmw_fault_exit(ctx, uc, rip, (uint32_t)off, (uc->uc_mcontext.gregs[REG_ERR] & 2) ? 1 : 0, VMW_FAULT_WINDOW);
         return;
     }
     if (ctx && rip >= ctx->code_lo && rip < ctx->code_hi && addr >= ctx->trap_lo && addr < ctx->trap_hi) {
-        ctx->fault.gla = 0;
-        ctx->fault.write = 0;
-        ctx->fault.rip = rip;
-        ctx->fault.kind = VMW_FAULT_TRAP;
-        uc->uc_mcontext.gregs[REG_RIP] = (greg_t)ctx->fault_exit;
+        vmw_fault_exit(ctx, uc, rip, 0, 0, VMW_FAULT_TRAP);
         return;
     }
     vmw_chain(sig, info, uctx);
