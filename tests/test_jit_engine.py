@@ -59,9 +59,13 @@ def test_workload_same_under_both_engines(name, mode):
     assert jit["exit"] is Exit.DEBUG_EXIT and jit["exit_code"] == 1, jit["console"]
     assert jit == interp
     stats = results["jit"][1]
-    # most of the run was host code: the workloads are flat 32-bit code with paging off
     assert stats["jit_blocks_translated"] > 0
-    assert stats["jit_instructions"] > 0.5 * stats["instructions"], stats
+    if name == "nbody":
+        # x87 instructions are not translated: the floating-point loop runs in the interpreter
+        assert stats["jit_instructions"] > 0, stats
+    else:
+        # most of the run was host code: the workloads are flat 32-bit code with paging off
+        assert stats["jit_instructions"] > 0.5 * stats["instructions"], stats
     assert "jit_instructions" not in results["interp"][1]
 
 

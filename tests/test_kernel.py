@@ -12,7 +12,7 @@ import vmcore
 from vmcore import workloads
 from vmcore.errors import WorkloadError
 
-COMPUTE = {name: w.sizes["tiny"] for name, w in workloads.WORKLOADS.items()}
+COMPUTE = {name: workloads.WORKLOADS[name].sizes["tiny"] for name in workloads.KERNEL_COMPUTE}
 KERNEL = {name: w.sizes["tiny"] for name, w in workloads.KERNEL_WORKLOADS.items()}
 NANO = {op: n.sizes["tiny"] for op, n in workloads.NANOBENCHMARKS.items()}
 

@@ -5,9 +5,9 @@
  * native.c). Both builds link wl.c, so formatting is identical and the two
  * outputs are byte for byte the same for the same size.
  *
- * Rules for workload code: 32-bit integer arithmetic only (no 64-bit division:
- * the guest has no libgcc), no floating point, no libc headers besides
- * <stdint.h>, <stddef.h> and <stdarg.h>. */
+ * Rules for workload code: 32-bit integer arithmetic (no 64-bit division: the
+ * guest has no libgcc), no libc headers besides <stdint.h>, <stddef.h> and
+ * <stdarg.h>; floating point only in nbody.c (see workloads/README.md). */
 #ifndef WL_H
 #define WL_H
 
