@@ -121,9 +121,9 @@ static void vmj_state_access(vmj_arena* a, uint8_t op, int host_reg, uint8_t dis
     vmj_b(a, disp);
 }
 
-/* The entry sequence: C ABI uint32_t fn(vmj_state* s), s in rdi. */
-static void vmj_emit_prologue(vmj_arena* a) {
-    int g;
+/* The first half of every entry (C ABI uint32_t fn(vmj_state* s), s in rdi): the host's callee-saved
+ * registers pushed, r15 = s, the host stack and GS base kept in s, GS at the window. */
+static void vmj_emit_enter_host(vmj_arena* a) {
     vmj_b(a, 0x53); vmj_b(a, 0x55);                             /* push rbx; push rbp */
     vmj_b(a, 0x41); vmj_b(a, 0x54); vmj_b(a, 0x41); vmj_b(a, 0x55);  /* push r12; push r13 */
     vmj_b(a, 0x41); vmj_b(a, 0x56); vmj_b(a, 0x41); vmj_b(a, 0x57);  /* push r14; push r15 */
@@ -133,12 +133,23 @@ static void vmj_emit_prologue(vmj_arena* a) {
     vmj_state_access(a, 0x89, 14, VMJ_OFF_HOST_GS, 1);           /* mov [r15+48], r14 */
     vmj_state_access(a, 0x8B, 14, VMJ_OFF_WINDOW, 1);            /* mov r14, [r15+40] */
     vmj_b(a, 0xF3); vmj_b(a, 0x49); vmj_b(a, 0x0F); vmj_b(a, 0xAE); vmj_b(a, 0xDE);  /* wrgsbase r14 */
+}
+
+/* The second half: the guest's flags and registers from s. */
+static void vmj_emit_load_guest(vmj_arena* a) {
+    int g;
     /* guest flags: only the ones emitted code may carry (never TF, IF, IOPL, AC) */
     vmj_state_access(a, 0x8B, 14, VMJ_OFF_EFLAGS, 0);            /* mov r14d, [r15+32] */
     vmj_b(a, 0x41); vmj_b(a, 0x81); vmj_b(a, 0xE6); vmj_u32(a, VMJ_FLAGS_MASK);  /* and r14d, mask */
     vmj_b(a, 0x41); vmj_b(a, 0x56); vmj_b(a, 0x9D);             /* push r14; popfq */
     for (g = 0; g < 8; g++)
         vmj_state_access(a, 0x8B, vmj_host_reg(g), VMJ_OFF_GPR + 4 * g, 0);
+}
+
+/* The entry sequence of straight-line code (JitProbe): both halves. */
+static void vmj_emit_prologue(vmj_arena* a) {
+    vmj_emit_enter_host(a);
+    vmj_emit_load_guest(a);
 }
 
 /* The way out, with the exit code; also the fault exit (registers as the fault left them). */

@@ -86,23 +86,10 @@ static inline void vmj_jmp_to(vmj_arena* a, size_t target) {
 /* uint32_t enter(vmj_state* s): the host's callee-saved registers pushed, GS at the window, guest
  * state loaded, then a jump to s->target. */
 static void vmj_emit_enter(vmj_arena* a) {
-    int g;
-    vmj_b(a, 0x53); vmj_b(a, 0x55);                                    /* push rbx; push rbp */
-    vmj_b(a, 0x41); vmj_b(a, 0x54); vmj_b(a, 0x41); vmj_b(a, 0x55);    /* push r12; push r13 */
-    vmj_b(a, 0x41); vmj_b(a, 0x56); vmj_b(a, 0x41); vmj_b(a, 0x57);    /* push r14; push r15 */
-    vmj_b(a, 0x49); vmj_b(a, 0x89); vmj_b(a, 0xFF);                    /* mov r15, rdi */
-    vmj_state_access(a, 0x89, 4, VMJ_OFF_HOST_RSP, 1);                 /* mov [r15+56], rsp */
-    vmj_b(a, 0xF3); vmj_b(a, 0x49); vmj_b(a, 0x0F); vmj_b(a, 0xAE); vmj_b(a, 0xCE);  /* rdgsbase r14 */
-    vmj_state_access(a, 0x89, 14, VMJ_OFF_HOST_GS, 1);
-    vmj_state_access(a, 0x8B, 14, VMJ_OFF_WINDOW, 1);
-    vmj_b(a, 0xF3); vmj_b(a, 0x49); vmj_b(a, 0x0F); vmj_b(a, 0xAE); vmj_b(a, 0xDE);  /* wrgsbase r14 */
+    vmj_emit_enter_host(a);
     vmj_state_access(a, 0x8B, 13, VMJ_OFF_REMAIN, 1);                  /* mov r13, [r15+64] */
     vmj_b(a, 0x41); vmj_b(a, 0xBC); vmj_u32(a, 63);                    /* mov r12d, 63 */
-    vmj_state_access(a, 0x8B, 14, VMJ_OFF_EFLAGS, 0);
-    vmj_b(a, 0x41); vmj_b(a, 0x81); vmj_b(a, 0xE6); vmj_u32(a, VMJ_FLAGS_MASK);      /* and r14d, mask */
-    vmj_b(a, 0x41); vmj_b(a, 0x56); vmj_b(a, 0x9D);                    /* push r14; popfq */
-    for (g = 0; g < 8; g++)
-        vmj_state_access(a, 0x8B, vmj_host_reg(g), VMJ_OFF_GPR + 4 * g, 0);
+    vmj_emit_load_guest(a);
     vmj_b(a, 0x41); vmj_b(a, 0xFF); vmj_b(a, 0x67); vmj_b(a, VMJ_OFF_TARGET);     /* jmp [r15+80] */
 }
 
