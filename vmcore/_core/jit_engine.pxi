@@ -242,13 +242,7 @@ cdef int translate_fill(Cpu* c, uint32_t gla, int is_write, uint32_t* gpa) noexc
         return RC_FAULT
     page = gpa[0] >> 12
     if page < c.ram_pages and not rom_page(c, page):
-        e = tlb_for_fill(c, gla)
-        if e.gpa_page != page or e.tag_r != tag:
-            e.tag_w = 1
-        e.tag_r = tag
-        e.gpa_page = page
-        e.is_global = g
-        e.addend = <uintptr_t>(c.ram + (page << 12)) - <uintptr_t>tag
+        e = tlb_fill_ram(c, gla, page, g)
         if is_write and w and c.code_map[page] == 0 and not c.traced[page]:
             e.tag_w = tag
     return 0

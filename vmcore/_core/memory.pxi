@@ -244,13 +244,7 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
         return 0
     page = gpa >> 12
     off = gpa & 0xFFF
-    e = tlb_for_fill(c, gla)
-    if e.gpa_page != page or (e.tag_r != (gla & 0xFFFFF000U)):
-        e.tag_w = 1
-    e.tag_r = gla & 0xFFFFF000U
-    e.gpa_page = page
-    e.is_global = is_global
-    e.addend = <uintptr_t>(c.ram + (gpa & 0xFFFFF000U)) - <uintptr_t>(gla & 0xFFFFF000U)
+    e = tlb_fill_ram(c, gla, page, is_global)
     hva = c.ram + gpa
     if is_write:
         if c.code_map[page]:
@@ -271,6 +265,18 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
         memcpy(&v, hva, size)
         val[0] = v
     return 0
+
+cdef inline TlbEntry* tlb_fill_ram(Cpu* c, uint32_t gla, uint32_t page, uint32_t is_global) noexcept nogil:
+    """Cache gla's page -> RAM page `page` for reads; writes stay on the slow path until the caller
+    sets tag_w (a write that may go fast: not code, not traced, writable)."""
+    cdef TlbEntry* e = tlb_for_fill(c, gla)
+    if e.gpa_page != page or e.tag_r != (gla & 0xFFFFF000U):
+        e.tag_w = 1
+    e.tag_r = gla & 0xFFFFF000U
+    e.gpa_page = page
+    e.is_global = is_global
+    e.addend = <uintptr_t>(c.ram + (page << 12)) - <uintptr_t>(gla & 0xFFFFF000U)
+    return e
 
 cdef inline TlbEntry* tlb_for_fill(Cpu* c, uint32_t gla) noexcept nogil:
     """The entry a translation is cached in: an implicit supervisor access (descriptor
