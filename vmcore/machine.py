@@ -31,6 +31,9 @@ DEFAULT_MODE = "bt"                 # passes all that bare passes (tests/test_mo
 ENGINES = ("interp", "jit")         # ARCHITECTURE.md "The native engine (JIT)"
 # the JIT where the host can run it (x86-64 with user-mode FSGSBASE and BMI2); VMCORE_ENGINE overrides
 DEFAULT_ENGINE = "jit" if jit_host_missing() is None else "interp"
+# who classifies guest-kernel instructions under bt: the engine at decode time, from the table
+# generated from vmcore/monitor/sensitive.py, or the Python scanner with capstone per block
+CLASSIFIERS = ("engine", "scanner")
 CPU_MODELS = ("i686", "80386", "80286")   # what differs: vmcore/_core/api.pxi set_cpu_model
 TSC_KINDS = ("instructions", "clock")     # what the time stamp counter counts (Machine's tsc=)
 
@@ -137,7 +140,8 @@ class Machine:
     """
 
     def __init__(self, memory_mb: int = 64, mode: str | None = None, cpu: str = "i686", devices: bool = True,
-                 clock: str | Clock = "virtual", tsc: str | None = None, engine: str | None = None):
+                 clock: str | Clock = "virtual", tsc: str | None = None, engine: str | None = None,
+                 classifier: str = "engine"):
         if engine is None:
             engine = os.environ.get("VMCORE_ENGINE", DEFAULT_ENGINE)
         if engine not in ENGINES:
@@ -170,7 +174,11 @@ class Machine:
             self._engine.jit_attach(self._ram_fd)
         self._engine.set_cpu_model(cpu)
         self._engine.set_mode(mode)
+        if classifier not in CLASSIFIERS:
+            raise ConfigError(f"unknown classifier {classifier!r}; choose one of {CLASSIFIERS}")
         self._supervisor = Supervisor(self._engine, self.memory) if mode == "bt" else None
+        self.classifier = classifier
+        self._engine.xlat_source = classifier
         self._console = bytearray()
         self._hooks: list[_Hook] = []
         self._stop_requested = False

@@ -223,6 +223,8 @@ cdef struct Cpu:
     uint8_t* callout_kind
     uint32_t xlat_miss_gla
     uint32_t xlat_miss_gpa
+    uint32_t xlat_source    # XS_ENGINE: decode-time classification; XS_SCANNER: the Python scanner
+    uint64_t n_xlat_classified  # guest-kernel instructions the engine classified at decode time
     uint8_t* traced         # per gpa page: a guest page-table page, written only through mem_slow
     uint16_t* pt_users      # per gpa page: shadow PDEs built from it (as a page table)
     uint32_t* pt_rmap       # per gpa page: (root index << 10 | PDE index) + 1 of its first user

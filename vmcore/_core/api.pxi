@@ -370,6 +370,39 @@ cdef class Engine:
             raise ValueError(f"action {action} is not an ACT_* code (1 .. {ACT_CALLOUT + N_CALLOUT_KINDS - 1})")
         return xlat_set(self.c, gpa, action, length) == 0
 
+    property xlat_source:
+        """Who classifies guest-kernel instructions under bt: "engine" (at decode time, from the
+        generated table) or "scanner" (an EXIT_TRANSLATE to the Python scanner per block)."""
+        def __get__(self):
+            return "scanner" if self.c.xlat_source == XS_SCANNER else "engine"
+
+        def __set__(self, str source):
+            if source not in ("engine", "scanner"):
+                raise ValueError(f"xlat_source is 'engine' or 'scanner', not {source!r}")
+            self.c.xlat_source = XS_SCANNER if source == "scanner" else XS_ENGINE
+            cache_flush(self.c)             # blocks decoded under the other source go
+
+    def classify(self, const unsigned char[:] code, bint code32=True):
+        """The engine's decode-time action (ACT_* code) for the instruction at the start of code."""
+        cdef int n = <int>min(code.shape[0], 15)
+        cdef uint8_t buf[16]
+        cdef int k
+        for k in range(n):
+            buf[k] = code[k]
+        return classify_bytes(buf, n, code32, True)
+
+    def classify_at(self, const unsigned char[:] code, offsets, bint code32=True):
+        """classify() at each offset into code (a corpus): a list of ACT_* codes."""
+        cdef Py_ssize_t size = code.shape[0], off
+        cdef int n
+        out = []
+        for off in offsets:
+            if not 0 <= off < size:
+                raise IndexError(f"offset {off} outside the {size} bytes given")
+            n = <int>min(size - off, 15)
+            out.append(classify_bytes(&code[off], n, code32, True))
+        return out
+
     def xlat_page_present(self, uint32_t gpa_page):
         """Whether the engine holds translations for gpa_page (none since its last write)."""
         return self.c.xlat != NULL and gpa_page < self.c.ram_pages and self.c.xlat[gpa_page] != NULL
@@ -405,6 +438,7 @@ cdef class Engine:
         cdef Cpu* c = self.c
         return {
             "translations_invalidated": c.n_xlat_invalidated,
+            "classified": c.n_xlat_classified,
             "callouts_by_kind": [c.n_callouts[k] for k in range(N_CALLOUT_KINDS)],
             "traps_by_kind": [c.n_traps[k] for k in range(32)],
             "reflections": c.n_reflections,

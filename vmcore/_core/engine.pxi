@@ -176,7 +176,9 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
         b = &c.blocks[BLOCK_ARENA - 1]
         insns = &c.insn_pool[INSN_ARENA - 2]
     while True:
-        if xl:
+        if xl and c.xlat_source == XS_ENGINE:
+            act = classify_code(c, cs_base + cur)
+        elif xl:
             gpa = 0xFFFFFFFFU
             act = xlat_action(c, cs_base + cur, &gpa)
             if act == ACT_NONE:

@@ -264,6 +264,77 @@ cdef inline void mon_resync(Cpu* c) noexcept nogil:
 
 # ---- translations (bt) -------------------------------------------------------------------
 
+# Decode-time classification: the table of sensitive instructions (vmcore/monitor/sensitive.py)
+# as the scanner applies it, generated for every encoding by gen_sensitive.py. The Python
+# scanner stays the independent check (Engine.set_xlat_source("scanner"), tests).
+
+cdef extern from "sensitive_table.h" nogil:
+    const uint8_t vms_top[2][4][256]
+    const uint8_t vms_sub[1][4][256]        # VMS_N_SUB of them (the header's size)
+    int VMS_SUB_BASE
+
+cdef enum:
+    XS_ENGINE = 0
+    XS_SCANNER = 1
+    CLASSIFY_NEED_MORE = -1
+    MAX_PREFIXES = 14                       # a 15th byte must be the opcode (SDM Vol. 2 §2.3.11)
+
+cdef inline bint is_legacy_prefix(int b) noexcept nogil:
+    return b in (0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3)
+
+cdef int classify_bytes(const uint8_t* p, int n, bint code32, bint final) noexcept nogil:
+    """The action (ACT_*) for the instruction whose first n bytes are p. Not final: NEED_MORE
+    when the answer depends on a byte past n. Final (no more bytes can be read): ACT_IDENT if
+    the opcode is missing (its fetch faults when it runs), ModRM 0 where only it is missing
+    (the opcode has none, or the decoder faults on it first)."""
+    cdef int k = 0, pclass = 0, table = 0, op, v
+    while k < n and k < MAX_PREFIXES and is_legacy_prefix(p[k]):
+        if p[k] == 0x66:
+            if pclass == 0:
+                pclass = 1                  # 66 is a mandatory prefix only without F2/F3
+        elif p[k] == 0xF3:
+            pclass = 2
+        elif p[k] == 0xF2:
+            pclass = 3
+        k += 1
+    if k >= n:
+        return ACT_IDENT if final else CLASSIFY_NEED_MORE
+    op = p[k]
+    if op == 0x0F:
+        k += 1
+        if k >= n:
+            return ACT_IDENT if final else CLASSIFY_NEED_MORE
+        op = p[k]
+        table = 1
+        if op == 0x38 or op == 0x3A:
+            table = 2 if op == 0x38 else 3
+            k += 1
+            if k >= n:
+                return ACT_IDENT if final else CLASSIFY_NEED_MORE
+            op = p[k]
+    v = vms_top[1 if code32 else 0][table][op]
+    if v < VMS_SUB_BASE:
+        return v
+    if k + 1 < n:
+        return vms_sub[v - VMS_SUB_BASE][pclass][p[k + 1]]
+    return vms_sub[v - VMS_SUB_BASE][pclass][0] if final else CLASSIFY_NEED_MORE
+
+cdef int classify_code(Cpu* c, uint32_t gla) noexcept nogil:
+    """classify_bytes on the code at gla, reading only the bytes it needs."""
+    cdef uint8_t buf[16]
+    cdef int n = 0, b, act
+    c.n_xlat_classified += 1
+    while True:
+        act = classify_bytes(buf, n, c.code32, n == 15)
+        if act != CLASSIFY_NEED_MORE:
+            return act
+        b = peek_code(c, gla + <uint32_t>n)
+        if b < 0:
+            return classify_bytes(buf, n, c.code32, True)
+        buf[n] = <uint8_t>b
+        n += 1
+
+
 cdef int xlat_action(Cpu* c, uint32_t gla, uint32_t* gpa_out) noexcept nogil:
     """The scanner's action for the instruction starting at gla: ACT_NONE if not scanned."""
     cdef uint32_t gpa

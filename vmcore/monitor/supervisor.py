@@ -98,7 +98,8 @@ def monitor_stats(engine, supervisor: Supervisor | None = None) -> dict[str, int
     s = engine.monitor_stats()
     out = {"mon_translations": supervisor.translations if supervisor else 0,
            "mon_translation_misses": supervisor.misses if supervisor else 0,
-           "mon_translations_invalidated": s["translations_invalidated"]}
+           "mon_translations_invalidated": s["translations_invalidated"],
+           "mon_classified": s["classified"]}
     callouts = s["callouts_by_kind"]
     traps = s["traps_by_kind"]
     for number, kind in enumerate(CALLOUT_KINDS):
