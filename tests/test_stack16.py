@@ -385,3 +385,43 @@ def test_push_dword_across_the_16bit_limit_is_ss(mode):
     r = m.run(count=1000)
     assert r.exit is Exit.SHUTDOWN and r.exception[0] == 12, (r.exit, r.reason)
     assert m.reg_read("esp") == 0xABCD0002
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("b_bit", [0, 1])
+def test_jit_never_translates_a_block_with_a_16bit_ss(mode, b_bit):
+    """The JIT translates flat 32-bit code only (jit_engine.pxi JIT_MODE_WANT has SS.B): flat
+    32-bit code on a 4 GiB, base-0 SS with B = 0 (flat but 16-bit) stays in the interpreter and
+    wraps SP; the same loop with B = 1 is translated (so this test can see the difference)."""
+    m = vmcore.Machine(memory_mb=4, mode=mode, engine="jit")
+    gdt = (bytes(8) + descriptor(0, 0xFFFFF, 0x9A, 0xC) + descriptor(0, 0xFFFFF, 0x92, 0xC)
+           + descriptor(0, 0xFFFFF, 0x92, 0x8 | (b_bit << 2)))      # 18: 4 GiB stack, G = 1
+    m.mem_write(GDT, gdt)
+    m._engine.gdtr_set(GDT, len(gdt) - 1)
+    code = bytes.fromhex(
+        "66 b8 18 00"       # mov ax, 0x18
+        "8e d0"             # mov ss, ax
+        "bc 00 00 cd ab"    # mov esp, 0xABCD0000 (B = 0) / patched to 0x8000 (B = 1)
+        "b8 78 56 34 12"    # mov eax, 0x12345678
+        "b9 d0 07 00 00"    # mov ecx, 2000
+        "50"                # L: push eax        SP 0000 -> FFFC (B = 0)
+        "53"                # push ebx
+        "5a"                # pop edx
+        "5b"                # pop ebx            SP -> 0000
+        "49"                # dec ecx
+        "75 f9"             # jnz L
+        "89 e6"             # mov esi, esp
+        "f4")               # hlt
+    esp0 = 0xABCD0000 if b_bit == 0 else 0x8000
+    code = code[:7] + struct.pack("<I", esp0) + code[11:]
+    m.mem_write(0x1000, code)
+    m.reg_write("eip", 0x1000)
+    r = m.run(count=100000)
+    assert r.exit is Exit.HLT, (r.exit, r.reason)
+    assert m.reg_read("esi") == esp0 and m.reg_read("ebx") == 0x12345678
+    jit = m.stats.get("jit_instructions", 0)
+    if b_bit == 0:
+        assert int.from_bytes(m.mem_read(0xFFFC, 4), "little") == 0x12345678
+        assert jit == 0
+    else:
+        assert jit > 1000
