@@ -425,3 +425,45 @@ def test_jit_never_translates_a_block_with_a_16bit_ss(mode, b_bit):
         assert jit == 0
     else:
         assert jit > 1000
+
+
+TO_V86 = bytes.fromhex(
+    "66 6a 00"              # push dword 0           GS
+    "66 6a 00"              # push dword 0           FS
+    "66 6a 00"              # push dword 0           DS
+    "66 6a 00"              # push dword 0           ES
+    "66 68 00 20 00 00"     # push dword 0x2000      SS (base 20000h)
+    "66 68 02 00 cd ab"     # push dword 0xABCD0002  ESP
+    "66 68 02 30 02 00"     # push dword 0x00023002  EFLAGS: VM, IOPL 3
+    "66 6a 00"              # push dword 0           CS
+    "66 68 00 50 00 00"     # push dword 0x5000      EIP
+    "66 cf")                # iretd                  to virtual-8086 mode
+V86 = bytes.fromhex(
+    "b8 11 11"              # mov ax, 0x1111
+    "50"                    # push ax        SP 0002 -> 0000
+    "50"                    # push ax        SP 0000 -> FFFE (wraps)
+    "9c"                    # pushf          SP FFFE -> FFFC (IOPL 3)
+    "66 89 26 40 30"        # mov [0x3040], esp
+    "cd 80")                # int 0x80       to ring 0 through the gate
+# ring-0 handler after a virtual-8086 interrupt: DS is null, load one first
+V86_HANDLER = bytes.fromhex("b8 5b 00" "8e d8") + RECORD + HLT    # mov ax, UDATA ; mov ds, ax
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("typ, frame", [(0xE6, 18), (0xEE, 36)], ids=["gate16", "gate32"])
+def test_v86_stack_wraps_and_interrupt_onto_a_16bit_ring0_stack(mode, typ, frame):
+    """Virtual-8086 mode: SP wraps, ESP's high word stays (SDM Vol. 3 §20.1.1). INT n with
+    IOPL 3 leaves for ring 0 on SS0 = STK16: a 16-bit gate pushes nine words (GS FS DS ES SS SP
+    FLAGS CS IP), a 32-bit gate nine dwords (SDM Vol. 2 INT, INTERRUPT-FROM-VIRTUAL-8086-MODE;
+    Bochs and QEMU push words through a 16-bit gate); SP comes from ESP0, the high word stays."""
+    m = machine(mode, TO_V86, 0x00001000, {0x80: (typ, V86_HANDLER)})
+    m.mem_write(0x5000, V86)
+    run(m)
+    assert out_dword(m, 16) == 0xABCDFFFC                              # the v86 ESP at 0x3040
+    assert stack_word(m, 0) == 0x1111 and stack_word(m, 0xFFFE) == 0x1111
+    assert out_dword(m, 0) == 0xABCD0000 | (0xFFF0 - frame)
+    if frame == 18:
+        sp, ss = out_dword(m, 4), out_dword(m, 5)
+    else:
+        sp, ss = out_dword(m, 6), out_dword(m, 7)
+    assert sp & 0xFFFF == 0xFFFC and ss & 0xFFFF == 0x2000
