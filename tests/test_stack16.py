@@ -467,3 +467,40 @@ def test_v86_stack_wraps_and_interrupt_onto_a_16bit_ring0_stack(mode, typ, frame
     else:
         sp, ss = out_dword(m, 6), out_dword(m, 7)
     assert sp & 0xFFFF == 0xFFFC and ss & 0xFFFF == 0x2000
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_real_mode_stack_wraps_and_keeps_the_high_word(mode):
+    """Real mode: SS is a 16-bit stack (SDM Vol. 3 §20.1.1); PUSH, PUSHA/POPA, CALL/RET, INT/IRET
+    through the IVT and ENTER/LEAVE wrap SP and leave ESP's high word."""
+    code = bytes.fromhex(
+        "b8 00 20"              # 7c00 mov ax, 0x2000
+        "8e d0"                 # 7c03 mov ss, ax           base 20000h
+        "66 bc 02 00 cd ab"     # 7c05 mov esp, 0xABCD0002
+        "50"                    # 7c0b push ax              SP 0002 -> 0000
+        "50"                    # 7c0c push ax              SP 0000 -> FFFE
+        "66 89 26 00 30"        # 7c0d mov [0x3000], esp
+        "60"                    # 7c12 pusha                SP FFFE -> FFEE
+        "61"                    # 7c13 popa                 SP -> FFFE
+        "58 58"                 # 7c14 pop ax ; pop ax      SP -> 0002
+        "cd 80"                 # 7c16 int 0x80             FLAGS CS IP: SP 0002 -> FFFC
+        "66 89 26 08 30"        # 7c18 mov [0x3008], esp
+        "c8 04 00 00"           # 7c1d enter 4, 0           SP 0002 -> 0000 -> FFFC
+        "66 89 26 0c 30"        # 7c21 mov [0x300c], esp
+        "c9"                    # 7c26 leave                SP -> 0002
+        "f4")                   # 7c27 hlt
+    handler = bytes.fromhex("66 89 26 04 30" "cf")     # mov [0x3004], esp ; iret
+    m = vmcore.Machine(memory_mb=4, mode=mode)
+    m.reset()
+    m.mem_write(0x7C00, code)
+    m.mem_write(0x7D00, handler)
+    m.mem_write(0x80 * 4, struct.pack("<HH", 0x7D00, 0))
+    m.reg_write("cs", 0)
+    m.reg_write("eip", 0x7C00)
+    run(m)
+    assert out_dword(m, 0) == 0xABCDFFFE
+    assert out_dword(m, 1) == 0xABCDFFFC
+    assert stack_word(m, 0xFFFC) == 0x7C18 and stack_word(m, 0xFFFE) == 0     # IP, CS
+    assert out_dword(m, 2) == 0xABCD0002
+    assert out_dword(m, 3) == 0xABCDFFFC
+    assert m.reg_read("esp") == 0xABCD0002
