@@ -123,7 +123,9 @@ cdef int deliver_pm(Cpu* c, int vector, bint has_err, uint32_t err, bint soft) n
         if check_stack_desc(c, new_ss, dpl, &slo, &shi, EXC_TS):
             return RC_FAULT
         load_ss_cache(c, new_ss, slo, shi)
-        c.regs[R_ESP] = new_esp
+        # a 16-bit inner stack takes SP from the TSS; ESP's high word is left alone (SDM Vol. 1
+        # §6.2.3: SS.B = 0 uses SP; Bochs and QEMU agree)
+        c.regs[R_ESP] = (old_esp & ~c.ss_mask) | (new_esp & c.ss_mask)
         # the frame goes onto the inner stack with the inner ring's rights
         set_cpl(c, dpl)
         if push(c, sz, old_ss) or push(c, sz, old_esp):
@@ -162,11 +164,11 @@ cdef int return_outer(Cpu* c, uint32_t esp_after, int sz, uint32_t cs_sel, uint3
         return RC_FAULT
     enter_code(c, cs_sel, clo, chi, rpl, eip)
     load_ss_cache(c, new_ss & 0xFFFF, slo, shi)
+    # the popped (zero-extended) ESP plus the released bytes, by the new SS's B bit: a 16-bit
+    # outer stack gets SP only and ESP's high word stays the inner one's, whatever the operand
+    # size (SDM Vol. 2 RET/IRET "SP <- SP + SRC"; the high-word leak Linux's espfix hides)
     new_esp += release
-    if sz == 1:
-        c.regs[R_ESP] = (c.regs[R_ESP] & 0xFFFF0000U) | (new_esp & 0xFFFF)
-    else:
-        c.regs[R_ESP] = new_esp
+    c.regs[R_ESP] = (c.regs[R_ESP] & ~c.ss_mask) | (new_esp & c.ss_mask)
     null_outer_data_segs(c)
     return 0
 
@@ -206,7 +208,7 @@ cdef int call_gate(Cpu* c, Insn* i, uint32_t gate_sel, uint32_t glo, uint32_t gh
         saved_mask = c.ss_mask
         old_cpl = c.cpl
         load_ss_cache(c, new_ss, slo, shi)
-        c.regs[R_ESP] = new_esp
+        c.regs[R_ESP] = (old_esp & ~c.ss_mask) | (new_esp & c.ss_mask)    # as deliver_pm
         set_cpl(c, dpl)                 # the new stack is written with the inner ring's rights
         rc = push(c, sz, old_ss) or push(c, sz, old_esp)
         k = nparams

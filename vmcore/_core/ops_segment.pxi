@@ -111,11 +111,15 @@ cdef int h_POP_SEG(Cpu* c, Insn* i) noexcept nogil:
     """07/17/1F/0F A1/0F A9: op = segment."""
     cdef int sz = opsz(i)
     cdef uint32_t v
+    cdef uint32_t esp = c.regs[R_ESP]
+    cdef uint32_t mask = c.ss_mask
     if pop(c, sz, &v):
         return RC_FAULT
     if seg_load(c, i.op, v & 0xFFFF):
         return RC_FAULT
-    pop_commit(c, sz)
+    # the increment uses the stack size before POP SS loaded a new one (SDM Vol. 2 POP:
+    # StackAddrSize is that of the SS the value was read through)
+    c.regs[R_ESP] = (esp & ~mask) | ((esp + (2 if sz == 1 else 4)) & mask)
     if i.op == S_SS:
         c.int_shadow = 1
         c.attention = 1

@@ -175,15 +175,26 @@ cdef int v86_to_ring0(Cpu* c, uint32_t sel, uint32_t offset, uint32_t clo, uint3
         return RC_FAULT
     if check_stack_desc(c, new_ss, 0, &slo, &shi, EXC_TS):
         return RC_FAULT
+    cdef int sz = 2 if typ & 0x08 else 1      # 16-bit gates push words (SDM Vol. 2 INT, FROM-V86)
+    cdef Seg saved_ss = c.seg[S_SS]
+    cdef uint32_t saved_ss32 = c.ss32, saved_mask = c.ss_mask, saved_eflags = c.eflags
     for k in range(6):
         old[k] = c.seg[k].sel
     c.eflags &= ~<uint32_t>FL_VM
     set_cpl(c, 0)
     load_ss_cache(c, new_ss, slo, shi)
-    c.regs[R_ESP] = new_esp
-    if push(c, 2, old[S_GS]) or push(c, 2, old[S_FS]) or push(c, 2, old[S_DS]) or push(c, 2, old[S_ES]) \
-            or push(c, 2, old[S_SS]) or push(c, 2, old_esp) or push(c, 2, eflags) or push(c, 2, old[S_CS]) \
-            or push(c, 2, c.eip) or (has_err and push(c, 2, err)):
+    # a 16-bit ring-0 stack takes SP only; ESP's high word stays (as deliver_pm)
+    c.regs[R_ESP] = (old_esp & ~c.ss_mask) | (new_esp & c.ss_mask)
+    if push(c, sz, old[S_GS]) or push(c, sz, old[S_FS]) or push(c, sz, old[S_DS]) or push(c, sz, old[S_ES]) \
+            or push(c, sz, old[S_SS]) or push(c, sz, old_esp) or push(c, sz, eflags) or push(c, sz, old[S_CS]) \
+            or push(c, sz, c.eip) or (has_err and push(c, sz, err)):
+        # the fault is taken in the state the interrupt found (virtual-8086 mode, CPL 3)
+        c.eflags = saved_eflags
+        set_cpl(c, 3)
+        c.seg[S_SS] = saved_ss
+        c.ss32 = saved_ss32
+        c.ss_mask = saved_mask
+        c.regs[R_ESP] = old_esp
         return RC_FAULT
     for k in range(6):
         if k != S_CS and k != S_SS:
