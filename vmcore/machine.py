@@ -31,9 +31,10 @@ DEFAULT_MODE = "bt"                 # passes all that bare passes (tests/test_mo
 ENGINES = ("interp", "jit")         # ARCHITECTURE.md "The native engine (JIT)"
 # the JIT where the host can run it (x86-64 with user-mode FSGSBASE and BMI2); VMCORE_ENGINE overrides
 DEFAULT_ENGINE = "jit" if jit_host_missing() is None else "interp"
-# who classifies guest-kernel instructions under bt: the engine at decode time, from the table
-# generated from vmcore/monitor/sensitive.py, or the Python scanner with capstone per block
-CLASSIFIERS = ("engine", "scanner")
+# who classifies guest-kernel instructions under bt: the Python scanner with capstone per block
+# (the default), or the engine at decode time from the table generated from sensitive.py
+# (experimental, issue 13: slower on Linux so far, and a crash under it is not yet understood)
+CLASSIFIERS = ("scanner", "engine")
 CPU_MODELS = ("i686", "80386", "80286")   # what differs: vmcore/_core/api.pxi set_cpu_model
 TSC_KINDS = ("instructions", "clock")     # what the time stamp counter counts (Machine's tsc=)
 
@@ -141,7 +142,7 @@ class Machine:
 
     def __init__(self, memory_mb: int = 64, mode: str | None = None, cpu: str = "i686", devices: bool = True,
                  clock: str | Clock = "virtual", tsc: str | None = None, engine: str | None = None,
-                 classifier: str = "engine"):
+                 classifier: str = "scanner"):
         if engine is None:
             engine = os.environ.get("VMCORE_ENGINE", DEFAULT_ENGINE)
         if engine not in ENGINES:

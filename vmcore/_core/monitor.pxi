@@ -266,7 +266,7 @@ cdef inline void mon_resync(Cpu* c) noexcept nogil:
 
 # Decode-time classification: the table of sensitive instructions (vmcore/monitor/sensitive.py)
 # as the scanner applies it, generated for every encoding by gen_sensitive.py. The Python
-# scanner stays the independent check (Engine.set_xlat_source("scanner"), tests).
+# scanner stays the independent check (the default: Engine.xlat_source = "scanner"; tests).
 
 cdef extern from "sensitive_table.h" nogil:
     const uint8_t vms_top[2][4][256]
@@ -274,8 +274,8 @@ cdef extern from "sensitive_table.h" nogil:
     int VMS_SUB_BASE
 
 cdef enum:
-    XS_ENGINE = 0
-    XS_SCANNER = 1
+    XS_ENGINE = 1
+    XS_SCANNER = 0
     CLASSIFY_NEED_MORE = -1
     MAX_PREFIXES = 14                       # a 15th byte must be the opcode (SDM Vol. 2 §2.3.11)
 
