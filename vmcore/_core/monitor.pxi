@@ -140,13 +140,16 @@ cdef inline int peek_code(Cpu* c, uint32_t gla) noexcept nogil:
         return c.ram[gpa]
     return fetch8(c, gla)
 
+cdef inline bint is_legacy_prefix(int b) noexcept nogil:
+    return b in (0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3)
+
 cdef int trap_kind(Cpu* c) noexcept nogil:
     """What the instruction at CS:EIP is, for the trap counters (prefixes skipped)."""
     cdef uint32_t gla = c.seg[S_CS].base + c.eip
     cdef int b = -1, b2, reg, k
     for k in range(15):
         b = peek_code(c, gla + k)
-        if b not in (0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3):
+        if not is_legacy_prefix(b):
             break
     if b < 0:
         return TK_OTHER
@@ -278,9 +281,6 @@ cdef enum:
     XS_SCANNER = 0
     CLASSIFY_NEED_MORE = -1
     MAX_PREFIXES = 14                       # a 15th byte must be the opcode (SDM Vol. 2 §2.3.11)
-
-cdef inline bint is_legacy_prefix(int b) noexcept nogil:
-    return b in (0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3)
 
 cdef int classify_bytes(const uint8_t* p, int n, bint code32, bint final) noexcept nogil:
     """The action (ACT_*) for the instruction whose first n bytes are p. Not final: NEED_MORE
