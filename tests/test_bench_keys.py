@@ -33,12 +33,15 @@ def test_every_benchmark_records_every_documented_key(tiny_run):
         assert benchkeys.check(b["extra_info"]) == [], b["fullname"]
         keys = set(b["extra_info"])
         # the guest kernel's benchmarks add the optional keys; a nanobenchmark has no native run
-        required = set(benchkeys.EXTRA_INFO_KEYS) - (set(benchkeys.NATIVE_KEYS) if "op" in keys else set())
+        # a boot neither (bench/test_linux.py)
+        no_native = "op" in keys or "boot" in keys
+        required = set(benchkeys.EXTRA_INFO_KEYS) - (set(benchkeys.NATIVE_KEYS) if no_native else set())
         assert required <= keys <= set(benchkeys.EXTRA_INFO_KEYS) | set(benchkeys.OPTIONAL_KEYS), b["fullname"]
 
 
 def test_every_workload_is_benchmarked_at_its_tiny_size(tiny_run):
-    seen = {b["extra_info"]["workload"]: b["extra_info"]["size"] for b in tiny_run["benchmarks"]}
+    seen = {b["extra_info"]["workload"]: b["extra_info"]["size"] for b in tiny_run["benchmarks"]
+            if "boot" not in b["extra_info"]}
     expected = {name: w.sizes["tiny"] for name, w in workloads.WORKLOADS.items()}
     expected.update({name: w.sizes["tiny"] for name, w in workloads.KERNEL_WORKLOADS.items()})
     expected.update({f"nano-{op}": n.sizes["tiny"] for op, n in workloads.NANOBENCHMARKS.items()})
@@ -61,10 +64,30 @@ def test_recorded_numbers_agree_with_each_other(tiny_run):
     for b in tiny_run["benchmarks"]:
         ei, median = b["extra_info"], b["stats"]["median"]
         assert ei["guest_mips"] == pytest.approx(ei["guest_instructions"] / median / 1e6)
-        if "op" not in ei:
+        if "op" not in ei and "boot" not in ei:
             assert ei["slowdown_vs_native"] == pytest.approx(median / ei["native_seconds"])
         assert ei["exits"] == sum(v for k, v in ei["stats"].items() if k.startswith("exits_"))
         assert ei["stats"]["instructions"] == ei["guest_instructions"]
+
+
+def test_the_linux_boot_is_benchmarked_in_bare_and_bt(tmp_path):
+    """bench/test_linux.py at its small size (one quick boot per mode; it has no tiny size)."""
+    if not ((REPO_ROOT / "build" / "linux" / "bzImage").exists() and (REPO_ROOT / "build" / "linux" / "initrd.img").exists()):
+        pytest.skip("no kernel in build/linux (tools/fetch_linux.py fetches it)")
+    out = tmp_path / "linux.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(BENCH_DIR / "test_linux.py"), "--workload-size=small",
+         f"--benchmark-json={out}", "-p", "no:cacheprovider", "-q"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads(out.read_text())
+    boots = {b["extra_info"]["mode"]: b["extra_info"] for b in run["benchmarks"]}
+    assert set(boots) == {"bare", "bt"}
+    for ei in boots.values():
+        assert benchkeys.check(ei) == [] and "boot" in ei and "native_seconds" not in ei
+    # the same guest, instruction for instruction, with and without the monitor
+    assert boots["bare"]["guest_instructions"] == boots["bt"]["guest_instructions"] > 1_000_000_000
+    assert boots["bt"]["stats"]["callouts"] > 0 and boots["bare"]["stats"].get("callouts", 0) == 0
 
 
 def test_every_key_is_documented_in_the_one_place():

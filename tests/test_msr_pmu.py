@@ -50,3 +50,14 @@ def test_rdpmc_of_a_counter_the_cpu_lacks_is_gp():
 def test_cr4_pce_is_writable():
     m, r = run(mov("eax", 0x100) + b"\x0f\x22\xe0" + b"\x0f\x20\xe3")          # mov cr4, eax ; mov ebx, cr4
     assert r.exit is Exit.HLT and m.reg_read("ebx") == 0x100
+
+
+@pytest.mark.parametrize("mode", ["bare", "bt"])
+@pytest.mark.parametrize("insn", [b"\x0f\x32", b"\x0f\x30"], ids=["rdmsr", "wrmsr"])
+def test_an_msr_the_cpu_model_lacks_is_gp_and_counted(mode, insn):
+    # mov ecx, 0x3a (IA32_FEATURE_CONTROL: from Core 2 on, not on a P6) ; rdmsr/wrmsr -> #GP(0)
+    m, r = run(mov("ecx", 0x3A) + insn, mode)
+    assert r.exit is Exit.SHUTDOWN and r.exception[0] == 13      # no IDT: #GP, #DF, triple fault
+    assert m.stats["msr_unknown"] == 1
+    m, r = run(mov("ecx", 0x8B) + b"\x0f\x32", mode)               # one the model has
+    assert r.exit is Exit.HLT and m.stats["msr_unknown"] == 0

@@ -58,6 +58,14 @@ key                           type       meaning
                                          timer ticks, preemptions, context switches, system
                                          calls, page faults, demand-zero fills, copy-on-write
                                          copies, forks, ... name -> int
+``boot``                      str        an operating system's boot (bench/test_linux.py: the
+                                         kernel, initramfs and command line): like a
+                                         nanobenchmark it has no native counterpart, so no
+                                         ``native_seconds`` and no ``slowdown_vs_native``; its
+                                         ``size`` is the guest RAM in MiB
+``qemu_tcg_seconds``          float      a boot's wall time on QEMU TCG (qemu-system-i386, same
+                                         files and command line, its firmware included), measured
+                                         once per session where QEMU is installed
 ============================  =========  ==========================================================
 
 The slowdown of ``bt`` against ``bare`` is not a key: it needs two benchmarks, and
@@ -92,11 +100,13 @@ OPTIONAL_KEYS: dict[str, tuple[type, ...]] = {
     "host_ns_per_op": (int, float),
     "op": (str,),
     "guest_kernel": (dict,),
+    "boot": (str,),
+    "qemu_tcg_seconds": (int, float),
 }
 """Keys the guest kernel's benchmarks add, and the types their values may have."""
 
 NATIVE_KEYS = ("native_seconds", "slowdown_vs_native")
-"""The keys a nanobenchmark (a benchmark with ``op``) has no value for."""
+"""The keys a nanobenchmark (a benchmark with ``op``) or a boot (with ``boot``) has no value for."""
 
 MODES = ("bare", "bt", "trap")
 ENGINES = ("interp", "jit")
@@ -108,7 +118,7 @@ def check(extra_info: Mapping) -> list[str]:
     An empty list means it is complete.
     """
     problems = []
-    nano = "op" in extra_info
+    nano = "op" in extra_info or "boot" in extra_info       # no native counterpart
     for key, types in (*EXTRA_INFO_KEYS.items(), *OPTIONAL_KEYS.items()):
         if key not in extra_info:
             if key in EXTRA_INFO_KEYS and not (nano and key in NATIVE_KEYS):
@@ -127,7 +137,7 @@ def check(extra_info: Mapping) -> list[str]:
         problems.append(f"mode {extra_info['mode']!r} is none of {MODES}")
     if extra_info["engine"] not in ENGINES:
         problems.append(f"engine {extra_info['engine']!r} is none of {ENGINES}")
-    for key in ("guest_instructions", "guest_mips", "native_seconds", "slowdown_vs_native"):
+    for key in ("guest_instructions", "guest_mips", "native_seconds", "slowdown_vs_native", "qemu_tcg_seconds"):
         if key in extra_info and not extra_info[key] > 0:
             problems.append(f"{key!r} is {extra_info[key]!r}, not positive")
     bad = {k: v for k, v in extra_info["stats"].items()

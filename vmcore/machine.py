@@ -31,10 +31,11 @@ DEFAULT_MODE = "bt"                 # passes all that bare passes (tests/test_mo
 ENGINES = ("interp", "jit")         # ARCHITECTURE.md "The native engine (JIT)"
 # the JIT where the host can run it (x86-64 with user-mode FSGSBASE and BMI2); VMCORE_ENGINE overrides
 DEFAULT_ENGINE = "jit" if jit_host_missing() is None else "interp"
-# who classifies guest-kernel instructions under bt: the Python scanner with capstone per block
-# (the default), or the engine at decode time from the table generated from sensitive.py
-# (experimental, issue 13: slower on Linux so far, and a crash under it is not yet understood)
-CLASSIFIERS = ("scanner", "engine")
+# who classifies guest-kernel instructions under bt: the engine at decode time from the table
+# generated from sensitive.py (the default), or the Python scanner with capstone per block (the
+# independent check: tests/test_bt_classify.py; $VMCORE_CLASSIFIER overrides)
+CLASSIFIERS = ("engine", "scanner")
+DEFAULT_CLASSIFIER = "engine"
 CPU_MODELS = ("i686", "80386", "80286")   # what differs: vmcore/_core/api.pxi set_cpu_model
 TSC_KINDS = ("instructions", "clock")     # what the time stamp counter counts (Machine's tsc=)
 
@@ -125,6 +126,10 @@ class Machine:
     translates hot flat 32-bit code with paging off to host code (guest RAM is then a memfd that the
     JIT's window maps) and interprets the rest; "interp" is the interpreter alone. Both give the same
     results and the same instruction counts.
+    ``classifier`` (bt): who decides what each guest-kernel instruction becomes (run as it is, a
+    callout, or left to trap): "engine" (default; $VMCORE_CLASSIFIER overrides it) at decode time
+    from vmcore/_core/sensitive_table.h, generated from vmcore/monitor/sensitive.py; "scanner",
+    the Python supervisor with capstone per block. Both give the same actions (tests/test_bt_classify.py).
 
     With devices, the PC's interrupt hardware is there too: the 8259A pair (``pic``; IRQ 0 the
     PIT, IRQ 4 COM1, IRQ 8 the RTC), the 8254 PIT (``pit``), the CMOS RTC (``cmos``), port B
@@ -142,7 +147,7 @@ class Machine:
 
     def __init__(self, memory_mb: int = 64, mode: str | None = None, cpu: str = "i686", devices: bool = True,
                  clock: str | Clock = "virtual", tsc: str | None = None, engine: str | None = None,
-                 classifier: str = "scanner"):
+                 classifier: str | None = None):
         if engine is None:
             engine = os.environ.get("VMCORE_ENGINE", DEFAULT_ENGINE)
         if engine not in ENGINES:
@@ -175,6 +180,8 @@ class Machine:
             self._engine.jit_attach(self._ram_fd)
         self._engine.set_cpu_model(cpu)
         self._engine.set_mode(mode)
+        if classifier is None:
+            classifier = os.environ.get("VMCORE_CLASSIFIER") or DEFAULT_CLASSIFIER
         if classifier not in CLASSIFIERS:
             raise ConfigError(f"unknown classifier {classifier!r}; choose one of {CLASSIFIERS}")
         self._supervisor = Supervisor(self._engine, self.memory) if mode == "bt" else None

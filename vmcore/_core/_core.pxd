@@ -189,6 +189,7 @@ cdef struct Cpu:
     uint64_t icount
     uint64_t n_irqs
     uint64_t n_rom_writes
+    uint64_t n_msr_unknown  # RDMSR/WRMSR of an MSR this CPU model lacks (#GP(0), as on the model)
     uint64_t n_blocks_decoded
     uint64_t n_block_lookups
     uint64_t n_chain_hits

@@ -389,7 +389,7 @@ cdef class Engine:
         cdef int k
         for k in range(n):
             buf[k] = code[k]
-        return classify_bytes(buf, n, code32, True)
+        return classify_buffer(buf, n, code32)
 
     def classify_at(self, const unsigned char[:] code, offsets, bint code32=True):
         """classify() at each offset into code (a corpus): a list of ACT_* codes."""
@@ -400,7 +400,7 @@ cdef class Engine:
             if not 0 <= off < size:
                 raise IndexError(f"offset {off} outside the {size} bytes given")
             n = <int>min(size - off, 15)
-            out.append(classify_bytes(&code[off], n, code32, True))
+            out.append(classify_buffer(&code[off], n, code32))
         return out
 
     def xlat_page_present(self, uint32_t gpa_page):
@@ -687,5 +687,6 @@ cdef class Engine:
             "rep_chunks": c.n_rep_chunks,
             "interrupts": c.n_irqs,
             "rom_writes_ignored": c.n_rom_writes,
+            "msr_unknown": c.n_msr_unknown,
         }
 

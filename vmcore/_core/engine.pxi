@@ -178,6 +178,8 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
     while True:
         if xl and c.xlat_source == XS_ENGINE:
             act = classify_code(c, cs_base + cur)
+            if not ACT_IDENT <= act < ACT_CALLOUT + N_CALLOUT_KINDS:
+                act = ACT_TRAP          # never from the table; an unknown action must not run as is
         elif xl:
             gpa = 0xFFFFFFFFU
             act = xlat_action(c, cs_base + cur, &gpa)

@@ -269,7 +269,8 @@ cdef inline void mon_resync(Cpu* c) noexcept nogil:
 
 # Decode-time classification: the table of sensitive instructions (vmcore/monitor/sensitive.py)
 # as the scanner applies it, generated for every encoding by gen_sensitive.py. The Python
-# scanner stays the independent check (the default: Engine.xlat_source = "scanner"; tests).
+# scanner stays the independent check (Engine.xlat_source = "scanner": tests/test_bt_classify.py).
+# A new Engine starts with the scanner; Machine makes "engine" its default.
 
 cdef extern from "sensitive_table.h" nogil:
     const uint8_t vms_top[2][4][256]
@@ -317,7 +318,23 @@ cdef int classify_bytes(const uint8_t* p, int n, bint code32, bint final) noexce
         return v
     if k + 1 < n:
         return vms_sub[v - VMS_SUB_BASE][pclass][p[k + 1]]
-    return vms_sub[v - VMS_SUB_BASE][pclass][0] if final else CLASSIFY_NEED_MORE
+    # two statements, not a conditional expression: Cython types `x if f else y` as the table's
+    # uint8_t, and NEED_MORE (-1) became 255, a callout kind far past n_callouts (heap write)
+    if final:
+        return vms_sub[v - VMS_SUB_BASE][pclass][0]
+    return CLASSIFY_NEED_MORE
+
+cdef int classify_buffer(const uint8_t* p, int avail, bint code32) noexcept nogil:
+    """classify_bytes asked as classify_code asks it while it fetches: one more byte each time
+    until the answer does not need more (the API's and the tests' way into the same loop)."""
+    cdef int n, act
+    if avail > 15:
+        avail = 15
+    for n in range(avail + 1):
+        act = classify_bytes(p, n, code32, n == avail)
+        if act != CLASSIFY_NEED_MORE:
+            return act
+    return ACT_IDENT
 
 cdef int classify_code(Cpu* c, uint32_t gla) noexcept nogil:
     """classify_bytes on the code at gla, reading only the bytes it needs."""

@@ -213,6 +213,7 @@ cdef int h_RDMSR(Cpu* c, Insn* i) noexcept nogil:
     elif n == MSR_SYSENTER_EIP:
         v = c.msr_sysenter_eip
     else:
+        c.n_msr_unknown += 1    # a P6 without it raises #GP(0) too: Linux's rdmsr_safe probes count here
         return fault_err(c, EXC_GP, 0)
     c.regs[R_EAX] = <uint32_t>v
     c.regs[R_EDX] = <uint32_t>(v >> 32)
@@ -243,6 +244,7 @@ cdef int h_WRMSR(Cpu* c, Insn* i) noexcept nogil:
     elif n == MSR_SYSENTER_EIP:
         c.msr_sysenter_eip = <uint32_t>v
     else:
+        c.n_msr_unknown += 1
         return fault_err(c, EXC_GP, 0)
     return RC_NEXT
 
