@@ -214,3 +214,94 @@ def test_a_pte_outside_guest_ram_reaches_nothing(mode):
     assert m.reg_read("ebx") == 0xFFFFFFFF          # open bus
     assert m.stats["unmapped_writes"] == 1 and m.stats["unmapped_reads"] >= 1
     assert (other.memory == 0xA5).all()
+
+
+# ---- adaptive translation: an instruction that keeps trapping becomes a callout ----------
+
+ADAPT_AFTER = 8     # monitor.pxi: traps before an instruction is retranslated
+
+
+def trap_loop(insn: list[int], times: int) -> list[int]:
+    body = [*insn, 0x49]                        # <insn>; dec ecx
+    return [0xB9, *times.to_bytes(4, "little"),  # mov ecx, times
+            *body, 0x75, (-(len(body) + 2)) & 0xFF,  # jnz back to <insn>
+            0xF4]                               # hlt
+
+
+ADAPTIVE_CASES = {
+    "out": [0xE6, 0x80],                                    # out 0x80, al
+    "invlpg": [0x0F, 0x01, 0x3D, *DATA.to_bytes(4, "little")],  # invlpg [0x2000]
+    "mov_from_cr": [0x0F, 0x20, 0xC0],                      # mov eax, cr0
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ADAPTIVE_CASES))
+@pytest.mark.parametrize("mode", ["bt", "bt:scanner"])
+def test_a_privileged_instruction_that_keeps_trapping_is_retranslated(mode, kind):
+    times = 20
+    ref, r_ref = boot("bare", trap_loop(ADAPTIVE_CASES[kind], times), count=1000)
+    m, r = boot(mode, trap_loop(ADAPTIVE_CASES[kind], times), count=1000)
+    assert r.exit is Exit.HLT and r_ref.exit is Exit.HLT, (r.reason, r_ref.reason)
+    assert r.instructions == r_ref.instructions == 2 + 3 * times
+    assert m.reg_read("eax") == ref.reg_read("eax") and m.reg_read("ecx") == 0
+    s = m.stats
+    assert s[f"trap_{kind}"] == ADAPT_AFTER                 # then its block is decoded again
+    assert s["mon_adaptive_retranslations"] == 1
+    assert s["mon_adaptive_calls"] == times - ADAPT_AFTER
+    assert s["trap_hlt"] == 1 and s["mon_adaptive_calls"] + s["traps"] == times + 1
+
+
+@pytest.mark.parametrize("mode", ["bt", "trap"])
+def test_an_instruction_that_traps_rarely_stays_a_trap(mode):
+    times = 5 if mode == "bt" else 20   # trap mode never translates, so never retranslates
+    m, r = boot(mode, trap_loop(ADAPTIVE_CASES["out"], times), count=1000)
+    assert r.exit is Exit.HLT, r.reason
+    s = m.stats
+    assert s["trap_out"] == times
+    assert s["mon_adaptive_retranslations"] == 0 == s["mon_adaptive_calls"]
+
+
+def test_a_retranslated_instruction_still_faults_as_the_guest_would():
+    """mov cr4, eax with a reserved bit set is #GP(0) at CPL 0 (SDM Vol. 3A §2.5): as a callout
+    too, the guest gets the fault, through its IDT, whose handler counts it in ebx."""
+    times = 20
+    handler = CODE + 0x100
+    idt, gdt = DATA + 0x800, DATA + 0x400
+    prog = [0xB9, *times.to_bytes(4, "little"),   # mov ecx, times
+            0x31, 0xC0,                             # L: xor eax, eax
+            0x83, 0xF9, 0x01,                       # cmp ecx, 1
+            0x75, 0x05,                             # jne S
+            0xB8, 0x00, 0x00, 0x00, 0x80,           # mov eax, 0x80000000 (CR4 bit 31: reserved)
+            0x0F, 0x22, 0xE0,                       # S: mov cr4, eax
+            0x49,                                   # dec ecx
+            0x75, (-(2 + 3 + 2 + 5 + 3 + 1 + 2)) & 0xFF,  # jnz L
+            0xF4]                                   # hlt
+    machines = {}
+    for mode in ("bare", "bt"):
+        m = vmcore.Machine(memory_mb=8, mode=mode, devices=False)
+        m.mem_write(CODE, bytes(prog))
+        m.mem_write(handler, bytes([0x43,                       # inc ebx
+                                    0x83, 0xC4, 0x04,           # add esp, 4 (the error code)
+                                    0x83, 0x04, 0x24, 0x03,     # add dword [esp], 3 (past mov cr4)
+                                    0xCF]))                     # iretd
+        cs = m.reg_read("cs")
+        assert cs == 0x08                                       # a new Machine's flat code selector
+        flat = 0xFFFF | 0xCF << 48                              # base 0, limit 4 GiB, 32-bit
+        m.mem_write(gdt, bytes(8) + (flat | 0x9A << 40).to_bytes(8, "little")
+                    + (flat | 0x92 << 40).to_bytes(8, "little"))    # null, code, data (DPL 0)
+        m._engine.gdtr_set(gdt, 3 * 8 - 1)
+        gate = (cs << 16 | handler & 0xFFFF) | ((handler & 0xFFFF0000) | 0x8E00) << 32  # interrupt gate, DPL 0
+        m.mem_write(idt + 13 * 8, gate.to_bytes(8, "little"))
+        m._engine.idtr_set(idt, 8 * 32 - 1)
+        m.reg_write("eip", CODE)
+        m.reg_write("esp", 0x8000)
+        m.reg_write("eflags", 0x2)
+        machines[mode] = m, m.run(count=1000)
+    (ref, r_ref), (m, r) = machines["bare"], machines["bt"]
+    assert r.exit is Exit.HLT and r_ref.exit is Exit.HLT, (r.reason, r_ref.reason)
+    assert m.reg_read("ebx") == ref.reg_read("ebx") == 1
+    assert r.instructions == r_ref.instructions
+    s = m.stats
+    assert s["trap_mov_to_cr"] == ADAPT_AFTER and s["mon_adaptive_retranslations"] == 1
+    assert s["mon_adaptive_calls"] == times - ADAPT_AFTER  # the last of them faults
+    assert s["reflections"] == 1

@@ -40,8 +40,8 @@ from test_kernel import COMPUTE, KERNEL, NANO, PROBES
 WORKLOAD_COUNT, KERNEL_COUNT, NASM_COUNT = 100_000_000, 200_000_000, 10_000_000
 TIMEOUT_SECONDS = 30
 
-MONITOR_STATS = ("mon_translations", "mon_translation_misses", "mon_translations_invalidated", "mon_classified", "callouts",
-                 "traps", "reflections", "hidden_faults", "true_faults", "traced_writes", "shadow_fills",
+MONITOR_STATS = ("mon_translations", "mon_translation_misses", "mon_translations_invalidated", "mon_classified",
+                 "mon_adaptive_retranslations", "mon_adaptive_calls", "callouts", "traps", "reflections", "hidden_faults", "true_faults", "traced_writes", "shadow_fills",
                  "shadows_reused", "shadows_dropped")
 """The monitor's counters in ``machine.stats`` under ``bt`` (flat ints), besides ``callout_<kind>``
 and ``trap_<kind>``."""
@@ -215,7 +215,8 @@ def test_bt_classifiers_give_the_same_actions(guest_id):
     engine, scanner = outcome(guest_id, "bt"), outcome(guest_id, "bt:scanner")
     assert (engine.result.exit, engine.result.exit_code, engine.result.instructions, engine.result.console) == \
         (scanner.result.exit, scanner.result.exit_code, scanner.result.instructions, scanner.result.console)
-    kinds = sorted(k for k in scanner.stats if k.startswith(("callout", "trap")) or k == "reflections")
+    kinds = sorted(k for k in scanner.stats
+                   if k.startswith(("callout", "trap", "mon_adaptive")) or k == "reflections")
     differ = {k: (engine.stats[k], scanner.stats[k]) for k in kinds if engine.stats[k] != scanner.stats[k]}
     assert not differ, f"{guest_id}: (engine, scanner) counts differ: {differ}"
     assert engine.stats["mon_classified"] > 0 and engine.stats["mon_translations"] == 0

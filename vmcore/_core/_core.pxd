@@ -236,6 +236,11 @@ cdef struct Cpu:
     uint64_t n_xlat_invalidated
     uint64_t n_callouts[32]
     uint64_t n_traps[32]
+    # adaptive translation (monitor.pxi): guest-kernel instructions that keep trapping
+    uint32_t adapt_gla[1024]    # ADAPT_SLOTS, hashed by linear address
+    uint16_t adapt_traps[1024]  # traps counted there; ADAPT_HOT: retranslated as a callout
+    uint64_t n_adaptive_retranslations
+    uint64_t n_adaptive_calls
     uint64_t n_reflections
     uint64_t n_hidden_faults
     uint64_t n_true_faults

@@ -441,6 +441,8 @@ cdef class Engine:
             "classified": c.n_xlat_classified,
             "callouts_by_kind": [c.n_callouts[k] for k in range(N_CALLOUT_KINDS)],
             "traps_by_kind": [c.n_traps[k] for k in range(32)],
+            "adaptive_retranslations": c.n_adaptive_retranslations,
+            "adaptive_calls": c.n_adaptive_calls,
             "reflections": c.n_reflections,
             "hidden_faults": c.n_hidden_faults,
             "true_faults": c.n_true_faults,

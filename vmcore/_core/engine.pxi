@@ -195,6 +195,10 @@ cdef Block* decode_block(Cpu* c, uint32_t eip, uint32_t max_insns, bint cache) n
             c.callout_fn[slot] = insns[n].fn
             c.callout_kind[slot] = <uint8_t>(act - ACT_CALLOUT)
             insns[n].fn = h_CALLOUT
+        elif act == ACT_TRAP and adapt_hot(c, cs_base + cur):
+            slot = &insns[n] - c.insn_pool
+            c.callout_fn[slot] = insns[n].fn
+            insns[n].fn = h_ADAPTIVE
         # 16-bit code whose IP wrapped past 0xFFFF: the block ends there
         wrapped = not c.code32 and (insns[n].next_eip < cur or insns[n].next_eip == 0)
         cur = insns[n].next_eip
@@ -328,7 +332,7 @@ cdef int end_of_block(Cpu* c, Insn* i, Block* blk, int rc, uint64_t* stop_at) no
             c.eip = i.next_eip
         else:
             c.eip = i.next_eip - i.len
-            if c.mon and c.exc_vector == EXC_GP and i.fn != h_CALLOUT:
+            if c.mon and c.exc_vector == EXC_GP and i.fn != h_CALLOUT and i.fn != h_ADAPTIVE:
                 # the monitor: a #GP of the deprivileged guest; emulate at the virtual privilege
                 rc = mon_trap(c, i)
                 if rc != RC_FAULT:

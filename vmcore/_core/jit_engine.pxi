@@ -310,7 +310,7 @@ cdef void jit_translate_block(Cpu* c, Block* blk) noexcept nogil:
         return
     for k in range(blk.ninsn):
         i = &blk.insns[k]
-        if i.fn == h_CALLOUT:
+        if i.fn == h_CALLOUT or i.fn == h_ADAPTIVE:
             break
         lens[n] = i.len
         total += i.len

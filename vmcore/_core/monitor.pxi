@@ -227,13 +227,59 @@ cdef int trap_kind(Cpu* c) noexcept nogil:
         return TK_FAR_CALL if reg == 3 else (TK_FAR_JMP if reg == 5 else TK_OTHER)
     return TK_OTHER
 
+# Adaptive translation (as VMware's BT: Adams & Agesen, ASPLOS 2006, §3.2): a privileged
+# instruction of translated guest-kernel code that keeps trapping is retranslated into a
+# callout, so it costs a call into the monitor instead of a #GP and its decoding. Only the
+# instructions that fault at CPL 1 whatever their operands (TK_HLT..TK_OUTS) qualify: their
+# emulation after the fault and as a callout are the same handler in the same context.
+cdef enum:
+    ADAPT_SLOTS = 1024
+    ADAPT_AFTER = 8          # traps before the instruction is retranslated
+    ADAPT_HOT = 0xFFFF
+
+cdef inline uint32_t adapt_slot(uint32_t gla) noexcept nogil:
+    return (gla * 2654435761U) >> 22       # Fibonacci hashing onto 10 bits
+
+cdef inline bint adapt_hot(Cpu* c, uint32_t gla) noexcept nogil:
+    cdef uint32_t s = adapt_slot(gla)
+    return c.adapt_gla[s] == gla and c.adapt_traps[s] == ADAPT_HOT
+
+cdef void adapt_note_trap(Cpu* c, uint32_t gla) noexcept nogil:
+    """One more trap of the guest-kernel instruction at gla; the ADAPT_AFTER-th drops the
+    blocks that hold it, and its next decoding makes it a callout (decode_block)."""
+    cdef uint32_t s = adapt_slot(gla), gpa
+    if c.adapt_gla[s] != gla:
+        if c.adapt_traps[s] == ADAPT_HOT:
+            return                          # the slot stays with the instruction retranslated first
+        c.adapt_gla[s] = gla
+        c.adapt_traps[s] = 0
+    if c.adapt_traps[s] == ADAPT_HOT:
+        return                              # a block decoded before it became hot, still cached
+    c.adapt_traps[s] += 1
+    if c.adapt_traps[s] < ADAPT_AFTER:
+        return
+    c.adapt_traps[s] = ADAPT_HOT
+    if code_gpa(c, gla, &gpa) == 0 and (gpa >> 12) < c.ram_pages:
+        c.n_adaptive_retranslations += 1
+        invalidate_code(c, gpa >> 12)
+
+cdef int h_ADAPTIVE(Cpu* c, Insn* i) noexcept nogil:
+    """bt: an instruction retranslated by adaptive translation: the callout the trap became."""
+    cdef size_t slot = i - c.insn_pool
+    c.n_adaptive_calls += 1
+    return emulate(c, c.callout_fn[slot], i)
+
 cdef int mon_trap(Cpu* c, Insn* i) noexcept nogil:
     """A #GP at the real privilege (eip at the instruction): emulate the instruction at
     the virtual one. RC_FAULT means the guest itself faults (exception set, virtual)."""
     cdef int kind = trap_kind(c)
+    cdef uint32_t gla = c.seg[S_CS].base + c.eip
+    cdef bint adaptive = c.mon == MON_BT and c.vring0 and TK_HLT <= kind <= TK_OUTS
     cdef int rc = emulate(c, i.fn, i)
     if rc != RC_FAULT:
         c.n_traps[kind] += 1
+        if adaptive:
+            adapt_note_trap(c, gla)
     return rc
 
 cdef int mon_deliver(Cpu* c) noexcept nogil:

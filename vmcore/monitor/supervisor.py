@@ -99,7 +99,9 @@ def monitor_stats(engine, supervisor: Supervisor | None = None) -> dict[str, int
     out = {"mon_translations": supervisor.translations if supervisor else 0,
            "mon_translation_misses": supervisor.misses if supervisor else 0,
            "mon_translations_invalidated": s["translations_invalidated"],
-           "mon_classified": s["classified"]}
+           "mon_classified": s["classified"],
+           "mon_adaptive_retranslations": s["adaptive_retranslations"],
+           "mon_adaptive_calls": s["adaptive_calls"]}
     callouts = s["callouts_by_kind"]
     traps = s["traps_by_kind"]
     for number, kind in enumerate(CALLOUT_KINDS):
