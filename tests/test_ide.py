@@ -8,7 +8,8 @@ import struct
 import pytest
 
 import vmcore
-from vmcore import Exit
+from nasm_guests import assemble_text
+from vmcore import Exit, cli
 from vmcore.devices import PortBus, PortWindow
 from vmcore.devices.disk import SECTOR_SIZE, DiskImage
 from vmcore.devices.ide import CONTROL, IdeController
@@ -562,3 +563,352 @@ def test_attach_disk_wires_irq_14_and_its_state(image, tmp_path):
         vmcore.Machine(memory_mb=2, mode="bare").attach_disk(tmp_path / "none.img")
     with pytest.raises(ConfigError, match="devices"):
         vmcore.Machine(memory_mb=2, mode="bare", devices=False).attach_disk(image)
+
+
+def test_cli_runs_a_rom_with_a_disk_and_prints_the_cga_screen(image, tmp_path, capsys):
+    """`vmcore run --bios ROM -hda IMG`: a real-mode ROM reads sector 0 by PIO, puts its first
+    bytes and '☺ IDE' on the screen, writes sector 1 and powers off."""
+    image.write_bytes(b"DISK0 OK" + image.read_bytes()[8:])
+    rom = assemble_text(ROM, "ide-rom", kind="ide-guests")
+    assert len(rom) == 0x10000
+    (tmp_path / "rom.bin").write_bytes(rom)
+    before = image.read_bytes()
+    status = cli.main(["run", "--bios", str(tmp_path / "rom.bin"), "-hda", str(image), "--count", "100000"])
+    out = capsys.readouterr().out
+    assert status == 0x10, out                         # the ROM's debug-exit value
+    assert "disk disk.img (2016 sectors, writes kept in memory)" in out
+    screen = out.split("--- CGA screen (80x25 text at 0xB8000) ---\n")[1].split("\n---")[0]
+    assert screen == "DISK0 OK\n\n☺ IDE"
+    assert image.read_bytes() == before
+    status = cli.main(["run", "--bios", str(tmp_path / "rom.bin"), "--disk", str(image), "--disk-write"])
+    assert status == 0x10 and image.read_bytes()[512:520] == b"WRITTEN!"    # sector 1, written through
+    assert cli.main(["run", "--bios", str(tmp_path / "rom.bin"), "--disk", str(tmp_path / "none.img")]) == 2
+    assert "vmcore: error:" in capsys.readouterr().err
+    assert cli.main(["run", "--bios", str(tmp_path / "rom.bin"), "--disk-write"]) == 2
+
+
+# A 64 KiB ROM: at F000:0000 real-mode code, at F000:FFF0 the jump to it. It reads sector 0 of
+# the disk (LBA) into 0x7C00, copies its first 8 bytes onto row 0 of the CGA screen, writes
+# "☺ IDE" on row 2, writes sector 1 as "WRITTEN!" + zeros, and exits through port 0xF4 with 0x10
+# (the process's status), or 0x7F on an error.
+ROM = r"""
+bits 16
+org 0
+start:
+    cli
+    xor ax, ax
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov sp, 0x7000
+    mov dx, 0x1F6
+    mov al, 0xE0
+    out dx, al
+    mov dx, 0x1F2
+    mov al, 1
+    out dx, al
+    inc dx
+    xor al, al
+    out dx, al              ; LBA low
+    inc dx
+    out dx, al
+    inc dx
+    out dx, al
+    mov dx, 0x1F7
+    mov al, 0x20            ; READ SECTORS
+    out dx, al
+.wait:
+    in al, dx
+    test al, 0x80
+    jnz .wait
+    test al, 0x01
+    jnz fail
+    test al, 0x08
+    jz fail
+    mov di, 0x7C00
+    mov cx, 256
+    mov dx, 0x1F0
+    rep insw
+    mov ax, 0xB800
+    mov es, ax
+    xor di, di
+    mov si, 0x7C00
+    mov cx, 8
+    mov ah, 0x07
+.copy:
+    lodsb
+    stosw
+    loop .copy
+    mov di, 2 * 160
+    mov ax, 0x0701
+    stosw
+    mov al, ' '
+    stosw
+    mov al, 'I'
+    stosw
+    mov al, 'D'
+    stosw
+    mov al, 'E'
+    stosw
+    ; WRITE SECTORS: sector 1 = "WRITTEN!" and zeros
+    mov dx, 0x1F2
+    mov al, 1
+    out dx, al
+    inc dx
+    out dx, al              ; LBA low = 1
+    mov dx, 0x1F7
+    mov al, 0x30
+    out dx, al
+.wait_drq:
+    in al, dx
+    test al, 0x08
+    jz .wait_drq
+    mov dx, 0x1F0
+    mov ax, 'WR'
+    out dx, ax
+    mov ax, 'IT'
+    out dx, ax
+    mov ax, 'TE'
+    out dx, ax
+    mov ax, 'N!'
+    out dx, ax
+    xor ax, ax
+    mov cx, 252
+.zeros:
+    out dx, ax
+    loop .zeros
+    mov dx, 0x1F7
+.wait_done:
+    in al, dx
+    test al, 0x88
+    jnz .wait_done
+    test al, 0x01
+    jnz fail
+    mov al, 0xE7            ; FLUSH CACHE
+    out dx, al
+    mov al, 0x10
+    out 0xF4, al
+    hlt
+fail:
+    mov al, 0x7F
+    out 0xF4, al
+    hlt
+    times 0xFFF0 - ($ - $$) db 0
+    jmp 0xF000:start
+    times 0x10000 - ($ - $$) db 0
+"""
+
+
+# ---- guests --------------------------------------------------------------------------------------
+
+# flat 32-bit, paging off, polling: IDENTIFY into IDENT, READ SECTORS of sector 0 into SECTOR by
+# 32-bit INSD, the dword sum of the sector into RESULT, IDENTIFY words 60-61 into RESULT + 4, the
+# sum in hex on COM1; HLT. On an error RESULT = 0xDEADDEAD.
+POLL_GUEST = r"""
+IDENT equ 0x20000
+SECTOR equ 0x21000
+RESULT equ 0x22000
+start:
+    mov dx, 0x1F6
+    mov al, 0xA0
+    out dx, al
+    mov dx, 0x1F7
+    mov al, 0xEC            ; IDENTIFY DEVICE
+    out dx, al
+.ident:
+    in al, dx
+    test al, 0x80
+    jnz .ident
+    test al, 0x08
+    jz fail
+    mov edi, IDENT
+    mov ecx, 256
+    mov dx, 0x1F0
+    rep insw
+    mov dx, 0x1F2
+    mov al, 1
+    out dx, al
+    inc dx
+    xor al, al
+    out dx, al
+    inc dx
+    out dx, al
+    inc dx
+    out dx, al
+    inc dx
+    mov al, 0xE0
+    out dx, al
+    inc dx
+    mov al, 0x20            ; READ SECTORS, LBA 0
+    out dx, al
+.read:
+    in al, dx
+    test al, 0x80
+    jnz .read
+    test al, 0x01
+    jnz fail
+    mov edi, SECTOR
+    mov ecx, 128
+    mov dx, 0x1F0
+    rep insd
+    mov dx, 0x1F7
+    in al, dx
+    test al, 0x08           ; all read: DRQ clear
+    jnz fail
+    xor eax, eax
+    mov esi, SECTOR
+    mov ecx, 128
+.sum:
+    add eax, [esi]
+    add esi, 4
+    loop .sum
+    mov [RESULT], eax
+    mov ebx, [IDENT + 120]
+    mov [RESULT + 4], ebx
+    mov ebx, eax
+    mov ecx, 8
+    mov dx, 0x3F8
+.hex:
+    rol ebx, 4
+    mov al, bl
+    and al, 0x0F
+    add al, '0'
+    cmp al, '9'
+    jbe .digit
+    add al, 'a' - '9' - 1
+.digit:
+    out dx, al
+    loop .hex
+    mov al, 10
+    out dx, al
+    hlt
+fail:
+    mov dword [RESULT], 0xDEADDEAD
+    hlt
+"""
+
+
+def sector_sum(data: bytes) -> int:
+    return sum(struct.unpack("<128I", data)) & 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("mode", ["bare", "bt"])
+def test_guest_identifies_and_reads_sector_0_by_polling(image, mode):
+    code = assemble_text("bits 32\norg 0x10000\n" + POLL_GUEST, "ide-poll", kind="ide-guests")
+    m = vmcore.Machine(memory_mb=4, mode=mode)
+    m.attach_disk(image)
+    m.mem_write(0x10000, code)
+    m.reg_write("eip", 0x10000)
+    m.reg_write("esp", 0x80000)
+    r = m.run(count=10**6, timeout=60)
+    assert r.exit is Exit.HLT, r.reason
+    result, total = struct.unpack("<II", m.mem_read(0x22000, 8))
+    assert result == sector_sum(sector_bytes(0)) and total == SECTORS
+    assert m.mem_read(0x20000, 512) == m.ide.identify_data()
+    assert r.console == f"{result:08x}\n"
+
+
+# flat 32-bit with the 8259A pair programmed (IRQ 14 = vector 0x2E) and interrupts on: READ
+# MULTIPLE of 5 sectors at LBA 7 with 2 sectors a block; the IRQ 14 handler reads Status (which
+# acknowledges the drive), counts in TICKS and sends EOI to both chips; the main loop waits for
+# each interrupt with STI; HLT and reads each block by INSW into 0x10000.
+IRQ_MAIN = r"""
+    mov dx, 0x1F2
+    mov al, 2
+    out dx, al
+    mov dx, 0x1F7
+    mov al, 0xC6            ; SET MULTIPLE MODE 2
+    out dx, al
+    mov ebx, 1
+    call wait_irq
+    mov dx, 0x1F2
+    mov al, 5
+    out dx, al
+    inc dx
+    mov al, 7
+    out dx, al              ; LBA 7
+    inc dx
+    xor al, al
+    out dx, al
+    inc dx
+    out dx, al
+    inc dx
+    mov al, 0xE0
+    out dx, al
+    inc dx
+    mov al, 0xC4            ; READ MULTIPLE
+    out dx, al
+    mov edi, 0x10000
+    mov esi, 2
+.block:
+    inc ebx
+    call wait_irq
+    mov ecx, 512
+    cmp esi, 4
+    jne .whole
+    mov ecx, 256            ; the last block: one sector
+.whole:
+    mov dx, 0x1F0
+    rep insw
+    inc esi
+    cmp esi, 5
+    jne .block
+    cli
+    hlt
+wait_irq:                   ; until [TICKS] >= ebx, halting with interrupts on
+    cli
+    cmp [0x600], ebx
+    jae .got
+    sti
+    hlt
+    jmp wait_irq
+.got:
+    sti
+    ret
+"""
+
+IRQ14_HANDLER = r"""
+    push eax
+    push edx
+    mov dx, 0x1F7
+    in al, dx               ; Status: clears the drive's interrupt
+    mov [0x604], al
+    inc dword [0x600]
+    mov al, 0x20
+    out 0xA0, al            ; EOI to the slave, then the master
+    out 0x20, al
+    pop edx
+    pop eax
+    iretd
+"""
+
+
+@pytest.mark.parametrize("mode", ["bare", "bt"])
+def test_guest_reads_multiple_blocks_on_irq_14(image, mode, monkeypatch):
+    import pc_guest as g
+
+    monkeypatch.setenv("VMCORE_MODE", mode)
+    pic = g.pic_init(0xFB, 0xBF)                       # master: IR2 (the slave) only; slave: IR6 only
+    main = pic + assemble_text(f"bits 32\norg {g.CODE + len(pic):#x}\n" + IRQ_MAIN, "ide-irq-main",
+                               kind="ide-guests")
+    handler = assemble_text(f"bits 32\norg {g.HANDLERS:#x}\n" + IRQ14_HANDLER, "ide-irq14", kind="ide-guests")
+    m = g.machine(main, {0x2E: handler}, memory_mb=2)
+    assert m.mode == mode
+    m.attach_disk(image)
+    r = m.run(count=10**6, timeout=60)
+    assert r.exit is Exit.HLT and "interrupts enabled" not in r.reason, r.reason
+    assert g.ticks(m) == 4                             # SET MULTIPLE, then one per block of 2, 2, 1
+    assert m.mem_read(0x604, 1)[0] == DRDY | DSC | DRQ  # the handler saw the last block ready
+    assert m.mem_read(0x10000, 5 * 512) == b"".join(sector_bytes(7 + k) for k in range(5))
+    assert m.bus.read(0x1F7, 1) == DRDY | DSC
+
+
+def test_cli_kernel_takes_a_disk(image, tmp_path, capfd):
+    from bzimage_guest import bzimage
+
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(bzimage())
+    status = cli.main(["run", "--kernel", str(kernel), "-hda", str(image), "--disk-write", "-m", "32",
+                       "--mode", "bare"])
+    out = capfd.readouterr().out
+    assert status == 3 and "disk disk.img (2016 sectors, writes to the file)" in out
