@@ -330,6 +330,21 @@ def test_read_past_the_end_is_idnf(image):
     assert sorted(d.ide.disk.overlay) == [SECTORS - 1]
 
 
+def test_a_disk_beyond_lba28_shows_its_first_0fffffff_sectors(tmp_path):
+    path = tmp_path / "big.img"                        # 128 GiB + 8 sectors, sparse
+    with open(path, "wb") as f:
+        f.truncate(((1 << 28) + 8) * SECTOR_SIZE)
+    d = Driver(path)
+    w = d.identify()
+    assert w[60] | w[61] << 16 == 0x0FFFFFFF           # §8.15.29: LBA28's most
+    assert (w[1], w[3], w[6]) == (16383, 16, 63)       # over 8.4 GB the default geometry is 16383/16/63
+    assert w[57] | w[58] << 16 == 16383 * 16 * 63
+    d.lba_command(0x20, 0x0FFFFFFE, 1)                 # the last LBA28 sector
+    assert d.inb(STATUS) == DRDY | DSC | DRQ and d.read_block() == bytes(512)
+    d.lba_command(0x20, 0x0FFFFFFF, 1)                 # beyond what words 60-61 say
+    assert d.inb(STATUS) == DRDY | DSC | ERR and d.inb(ERROR) == IDNF
+
+
 @pytest.mark.parametrize("command", [0x00, 0x24, 0x34, 0x50, 0xA0, 0xC8, 0xCA, 0xF8, 0xFF])
 def test_unknown_and_unsupported_commands_abort(image, command):
     d = Driver(image)                                  # NOP, LBA48 READ/WRITE EXT, FORMAT TRACK,

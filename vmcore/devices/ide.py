@@ -109,7 +109,7 @@ MAX_PIO_MODE = 4
 MAX_MULTIPLE = 16              # sectors per DRQ block for READ/WRITE MULTIPLE (word 47)
 LBA28_LIMIT = 1 << 28
 DEFAULT_HEADS, DEFAULT_SECTORS_PER_TRACK = 16, 63
-MAX_DEFAULT_CYLINDERS = 16383  # ATA-6 §6.2.1: the default geometry of a disk over 8.4 GB says 16383/16/63
+MAX_DEFAULT_CYLINDERS = 16383  # ATA-6 (CHS translation, word 1): a disk over 8.4 GB reports 16383/16/63
 
 MODEL = "VMCORE HARDDISK"
 SERIAL = "VC00001"
@@ -136,6 +136,8 @@ class IdeController(PortDevice):
             raise ConfigError(f"an IDE drive needs a DiskImage, not {type(disk).__name__}")
         self.disk = disk
         self.total_sectors = disk.sectors
+        # LBA28 reaches sectors 0..0FFFFFFEh: words 60-61 say at most 0FFFFFFFh sectors (§8.15.29)
+        self.lba28_sectors = min(disk.sectors, LBA28_LIMIT - 1)
         # default geometry (words 1, 3, 6): 16 heads, 63 sectors per track, as many cylinders as fit
         self.default_cylinders = max(1, min(MAX_DEFAULT_CYLINDERS,
                                             disk.sectors // (DEFAULT_HEADS * DEFAULT_SECTORS_PER_TRACK)))
@@ -341,9 +343,9 @@ class IdeController(PortDevice):
     def _out_of_range(self, lba: int, count: int) -> bool:
         """End the command with IDNF if a sector of lba..lba+count-1 is beyond the medium (or
         LBA28's reach); the task file then names the first one."""
-        if lba + count <= min(self.total_sectors, LBA28_LIMIT):
+        if lba + count <= self.lba28_sectors:
             return False
-        self._set_address(max(lba, self.total_sectors))
+        self._set_address(max(lba, self.lba28_sectors))
         self._fail(ERR_IDNF)
         return True
 
@@ -470,7 +472,7 @@ class IdeController(PortDevice):
             self._fail(ERR_ABRT)
             return
         self.heads, self.sectors_per_track = heads, sectors_per_track
-        self.cylinders = min(0xFFFF, min(self.total_sectors, LBA28_LIMIT) // (heads * sectors_per_track))
+        self.cylinders = min(0xFFFF, self.lba28_sectors // (heads * sectors_per_track))
         self._complete()
 
     def _cmd_set_features(self, command: int) -> None:
@@ -517,13 +519,12 @@ class IdeController(PortDevice):
     def identify_data(self) -> bytes:
         """The 256 words of IDENTIFY DEVICE data (§8.15, Table 16), little-endian words."""
         w = [0] * 256
-        lba28_sectors = min(self.total_sectors, LBA28_LIMIT - 1)
         w[0] = 0x0040                                   # bit 6: fixed device; bit 15 = 0: ATA
         w[1] = self.default_cylinders                  # default logical cylinders
         w[3] = DEFAULT_HEADS                           # default logical heads
         w[6] = DEFAULT_SECTORS_PER_TRACK               # default logical sectors per track
         w[47] = 0x8000 | MAX_MULTIPLE                  # bits 15:8 = 80h; bits 7:0 max sectors per block
-        w[49] = 0x0200 | 0x0800                        # LBA supported, IORDY supported (no DMA)
+        w[49] = 0x0200 | 0x0400 | 0x0800               # LBA; IORDY may be disabled; IORDY (no DMA)
         w[50] = 0x4000                                 # bit 14 shall be one
         w[51] = 0x0200                                 # PIO data transfer cycle timing mode 2 (obsolete)
         w[53] = 0x0003                                 # words 54-58 and 64-70 are valid
@@ -533,7 +534,7 @@ class IdeController(PortDevice):
         current_capacity = self.cylinders * self.heads * self.sectors_per_track
         w[57], w[58] = current_capacity & 0xFFFF, current_capacity >> 16
         w[59] = (0x0100 | self.multiple) if self.multiple else 0   # bit 8: the multiple setting is valid
-        w[60], w[61] = lba28_sectors & 0xFFFF, lba28_sectors >> 16  # total user-addressable sectors (LBA28)
+        w[60], w[61] = self.lba28_sectors & 0xFFFF, self.lba28_sectors >> 16   # user-addressable sectors
         w[64] = 0x0003                                 # PIO modes 3 and 4 supported
         w[65] = w[66] = 120                            # multiword DMA cycle times (ns): unused, PIO only
         w[67] = w[68] = 120                            # minimum PIO cycle time without / with IORDY (ns)
