@@ -107,39 +107,39 @@ def ata_string(words) -> str:
 
 def test_power_on_state_is_ready_with_the_signature(image):
     d = Driver(image)
-    assert d.inb(STATUS) == DRDY | DSC                 # §7.15: ready, no BSY/DRQ/ERR/DF
-    assert d.inb(ERROR) == 0x01                        # §9.10: device 0 passed diagnostics
-    assert d.task_file() == [1, 1, 0, 0, 0]            # §9.12 Table 27: the ATA signature
+    assert d.inb(STATUS) == DRDY | DSC                 # Status: ready, no BSY/DRQ/ERR/DF
+    assert d.inb(ERROR) == 0x01                        # diagnostic code: device 0 passed
+    assert d.task_file() == [1, 1, 0, 0, 0]            # the ATA signature
     assert not d.irq
 
 
 def test_identify_device_words(image):
     d = Driver(image)
     w = d.identify()
-    assert d.irqs == 1                                 # §9.6: the data block is ready: INTRQ
+    assert d.irqs == 1                                 # PIO data-in: the data block is ready: INTRQ
     assert d.inb(STATUS) == DRDY | DSC                 # all 256 words read: no DRQ, no interrupt
     assert d.irqs == 1 and not d.irq
-    assert w[0] == 0x0040                              # §8.15.1: ATA (bit 15 = 0), fixed device
+    assert w[0] == 0x0040                              # ATA (bit 15 = 0), fixed device
     assert (w[1], w[3], w[6]) == (2, 16, 63)           # default cylinders, heads, sectors per track
     assert ata_string(w[10:20]) == "VC00001".ljust(20)  # serial number, two characters a word
     assert ata_string(w[23:27]) == "0.1.0".ljust(8)    # firmware revision
     assert ata_string(w[27:47]) == "VMCORE HARDDISK".ljust(40)   # model number
     assert w[47] == 0x8010                             # §8.15.22: 80h, up to 16 sectors a block
-    assert w[49] & 0x0200 and not w[49] & 0x0100       # §8.15.24: LBA supported, DMA not
+    assert w[49] & 0x0200 and not w[49] & 0x0100       # capabilities: LBA supported, DMA not
     assert w[50] == 0x4000
     assert w[53] & 0x0001                              # words 54-58 valid
     assert (w[54], w[55], w[56]) == (2, 16, 63)        # current geometry
     assert w[57] | w[58] << 16 == 2 * 16 * 63          # current capacity in sectors
     assert w[59] == 0x0110                             # §8.15.28: multiple setting valid, 16
-    assert w[60] | w[61] << 16 == SECTORS              # §8.15.29: LBA28 user-addressable sectors
+    assert w[60] | w[61] << 16 == SECTORS              # LBA28 user-addressable sectors
     assert w[64] & 0x0003 == 0x0003                    # PIO modes 3 and 4
-    assert w[80] == 0x0078 and w[80] & 0x0040          # §8.15.38: major version, ATA-6 among them
+    assert w[80] == 0x0078 and w[80] & 0x0040          # major version, ATA-6 among them
     assert w[82] & 0x0020 and w[85] & 0x0020           # write cache supported and enabled
     assert w[83] == 0x5000 and w[86] & 0x1000          # bit 14 one; FLUSH CACHE supported, enabled
     assert not w[83] & 0x0400                          # no 48-bit address feature set
     assert w[84] == 0x4000 and w[87] == 0x4000
     raw = b"".join(v.to_bytes(2, "little") for v in w)
-    assert w[255] & 0xFF == 0xA5 and sum(raw) & 0xFF == 0   # §8.15.65: integrity word
+    assert w[255] & 0xFF == 0xA5 and sum(raw) & 0xFF == 0   # integrity word
 
 
 def test_identify_through_32_bit_data_accesses(image):
@@ -155,7 +155,7 @@ def test_identify_through_32_bit_data_accesses(image):
 
 def test_identify_packet_device_is_aborted_by_an_ata_device(image):
     d = Driver(image)
-    d.outb(COMMAND, 0xA1)                              # §8.17: not a packet device
+    d.outb(COMMAND, 0xA1)                              # IDENTIFY PACKET DEVICE: not a packet device
     assert d.inb(STATUS) == DRDY | DSC | ERR and d.inb(ERROR) == ABRT
     assert d.irqs == 1
 
@@ -166,7 +166,7 @@ def test_read_sectors_by_lba_one_interrupt_per_sector(image):
     d = Driver(image)
     d.lba_command(0x20, 5, 3)
     for k in range(3):
-        assert d.irq and d.irqs == k + 1               # §9.6: each sector ready raises INTRQ
+        assert d.irq and d.irqs == k + 1               # PIO data-in: each sector ready raises INTRQ
         assert d.bus.read(CTL, 1) == DRDY | DSC | DRQ  # alternate status: the interrupt stays
         assert d.irq
         assert d.inb(STATUS) == DRDY | DSC | DRQ       # status: the interrupt is cleared
@@ -202,7 +202,7 @@ def test_read_sectors_by_chs(image):
 def test_initialize_device_parameters_changes_the_chs_translation(image):
     d = Driver(image)
     d.outb(COUNT, 32)
-    d.outb(DEVICE, CHS_MODE | 3)                       # §8.16: 4 heads, 32 sectors per track
+    d.outb(DEVICE, CHS_MODE | 3)                       # ATA-5: 4 heads, 32 sectors per track
     d.outb(COMMAND, 0x91)
     assert d.inb(STATUS) == DRDY | DSC and d.irqs == 1
     w = d.identify()
@@ -222,7 +222,7 @@ def test_write_sectors_interrupts_and_overlay(image):
     before = image.read_bytes()
     d = Driver(image)
     d.lba_command(0x30, 10, 2)
-    assert d.inb(STATUS) == DRDY | DSC | DRQ and d.irqs == 0    # §9.7: the first DRQ has no interrupt
+    assert d.inb(STATUS) == DRDY | DSC | DRQ and d.irqs == 0    # PIO data-out: the first DRQ has no interrupt
     d.write_block(b"\x11" * 512)
     assert d.irqs == 1 and d.inb(STATUS) == DRDY | DSC | DRQ    # sector 1 written, DRQ for sector 2
     d.write_block(b"\x22" * 512)
@@ -297,7 +297,7 @@ def test_set_multiple_rejects_bad_counts_and_zero_disables(image):
     d.outb(COMMAND, 0xC6)
     assert d.inb(STATUS) == DRDY | DSC
     assert d.identify()[59] == 0                       # multiple mode disabled
-    d.lba_command(0xC4, 0, 1)                          # §8.26: READ MULTIPLE then aborts
+    d.lba_command(0xC4, 0, 1)                          # READ MULTIPLE then aborts
     assert d.inb(STATUS) == DRDY | DSC | ERR and d.inb(ERROR) == ABRT
 
 
@@ -307,7 +307,7 @@ def test_read_past_the_end_is_idnf(image):
     before = image.read_bytes()
     d = Driver(image)
     d.lba_command(0x20, SECTORS, 1)
-    assert d.irqs == 1 and d.inb(STATUS) == DRDY | DSC | ERR   # §6.2: ERR, DRDY stays
+    assert d.irqs == 1 and d.inb(STATUS) == DRDY | DSC | ERR   # ERR, DRDY stays
     assert d.inb(ERROR) == IDNF
     assert d.bus.read(DATA, 2) == 0
     d.lba_command(0x20, SECTORS - 2, 4)                # the two last sectors, then IDNF at the end
@@ -336,7 +336,7 @@ def test_a_disk_beyond_lba28_shows_its_first_0fffffff_sectors(tmp_path):
         f.truncate(((1 << 28) + 8) * SECTOR_SIZE)
     d = Driver(path)
     w = d.identify()
-    assert w[60] | w[61] << 16 == 0x0FFFFFFF           # §8.15.29: LBA28's most
+    assert w[60] | w[61] << 16 == 0x0FFFFFFF           # LBA28's most
     assert (w[1], w[3], w[6]) == (16383, 16, 63)       # over 8.4 GB the default geometry is 16383/16/63
     assert w[57] | w[58] << 16 == 16383 * 16 * 63
     d.lba_command(0x20, 0x0FFFFFFE, 1)                 # the last LBA28 sector
@@ -358,10 +358,10 @@ def test_unknown_and_unsupported_commands_abort(image, command):
 
 def test_read_verify_set_features_flush(image):
     d = Driver(image)
-    d.lba_command(0x40, 7, 5)                          # §8.35: no data, an interrupt at the end
+    d.lba_command(0x40, 7, 5)                          # READ VERIFY: no data, an interrupt at the end
     assert d.irqs == 1 and d.inb(STATUS) == DRDY | DSC and d.bus.read(DATA, 2) == 0
     assert d.task_file() == [0, 12, 0, 0, LBA_MODE]
-    for count in (0x00, 0x01, 0x08, 0x0C):             # §8.46.11: PIO default, PIO flow control 0-4
+    for count in (0x00, 0x01, 0x08, 0x0C):             # set transfer mode: PIO default, PIO flow control 0-4
         d.outb(FEATURES, 0x03)
         d.outb(COUNT, count)
         d.outb(COMMAND, 0xEF)
@@ -385,7 +385,7 @@ def test_read_verify_set_features_flush(image):
 def test_execute_device_diagnostic(image):
     d = Driver(image)
     d.lba_command(0x40, 300, 1)
-    d.outb(COMMAND, 0x90)                              # §8.11
+    d.outb(COMMAND, 0x90)                              # EXECUTE DEVICE DIAGNOSTIC
     assert d.irqs == 2 and d.inb(STATUS) == DRDY | DSC
     assert d.inb(ERROR) == 0x01                        # device 0 passed, device 1 absent
     assert d.task_file() == [1, 1, 0, 0, 0]            # the signature
@@ -400,7 +400,7 @@ def test_software_reset_aborts_and_leaves_the_signature(image):
     d.lba_command(0x20, 40, 2)                         # a read in its data phase
     d.read_words(10)
     assert d.irq
-    d.outb(CTL, SRST)                                  # §9.2: the drive is held in reset
+    d.outb(CTL, SRST)                                  # software reset: the drive is held in reset
     assert d.inb(STATUS) & BSY and d.bus.read(CTL, 1) & BSY
     assert d.inb(LBA0) & BSY                           # while BSY the command block reads as Status
     assert not d.irq
@@ -421,7 +421,7 @@ def test_nien_masks_intrq_and_status_read_clears_the_pending_interrupt(image):
     d = Driver(image)
     d.outb(CTL, NIEN)
     d.lba_command(0x40, 0, 1)                          # completes with an interrupt pending
-    assert not d.irq and d.irqs == 0                   # §7.8: nIEN releases INTRQ
+    assert not d.irq and d.irqs == 0                   # Device Control: nIEN releases INTRQ
     d.outb(CTL, 0)
     assert d.irq                                       # the pending interrupt asserts INTRQ again
     d.bus.read(CTL, 1)
@@ -457,7 +457,7 @@ def test_absent_device_1(image):
     assert d.irq                                       # device 0's interrupt was pending all along
     assert d.inb(LBA0) == 0x42 and d.inb(STATUS) == DRDY | DSC
     d.outb(DEVICE, 0xB0)
-    d.outb(COMMAND, 0x90)                              # §8.11: both devices execute DIAGNOSTIC
+    d.outb(COMMAND, 0x90)                              # both devices execute DIAGNOSTIC
     assert d.inb(DEVICE) == 0 and d.irq                # the signature selects device 0
     assert d.inb(STATUS) == DRDY | DSC and d.inb(ERROR) == 0x01
 

@@ -59,7 +59,8 @@ _IDLE_WAKE_LIMIT = 10_000
 # the CGA colour text buffer (IBM CGA technical reference; mode 3): 80x25 (character, attribute) pairs
 CGA_TEXT_GPA, CGA_COLUMNS, CGA_ROWS = 0xB8000, 80, 25
 # what Python's cp437 codec leaves as control characters, the display draws as glyphs
-_CP437_GLYPHS = str.maketrans(dict(zip(range(0x00, 0x20), " ☺☻♥♦♣♠•◘○◙♂♀♪♫☼►◄↕‼¶§▬↨↑↓→←∟↔▲▼")) | {0x7F: "⌂"})
+_CP437_GLYPHS = str.maketrans(dict(zip(range(0x00, 0x20), " ☺☻♥♦♣♠•◘○◙♂♀♪♫☼►◄↕‼¶§▬↨↑↓→←∟↔▲▼"))
+                              | {0x7F: "⌂"})
 
 EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
                    10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC"}

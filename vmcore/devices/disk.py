@@ -88,7 +88,8 @@ class DiskImage:
 
     def export_state(self) -> dict:
         """The overlay (a write-through image's data is the file itself, not in the state)."""
-        return {"sectors": self.sectors, "overlay": {str(lba): data.hex() for lba, data in sorted(self.overlay.items())}}
+        overlay = {str(lba): data.hex() for lba, data in sorted(self.overlay.items())}
+        return {"sectors": self.sectors, "overlay": overlay}
 
     def restore_state(self, state: dict) -> None:
         if int(state["sectors"]) != self.sectors:

@@ -1,7 +1,9 @@
 """The primary IDE channel of a PC with one ATA hard disk (device 0), driven by PIO, as QEMU's
 ``pc`` machine has it behind the PIIX3: command block at 0x1F0-0x1F7, control block (alternate
-status / device control) at 0x3F6, IRQ 14. Section numbers are those of ATA/ATAPI-6 (T13
-1410D rev. 3b, "ATA-6"); where ATA-6 leaves a choice, QEMU's hw/ide/core.c decides.
+status / device control) at 0x3F6, IRQ 14. The reference is ATA/ATAPI-6 (T13 1410D rev. 3b,
+"ATA-6"), cited by clause name (§ numbers where checked); CHS addressing and INITIALIZE DEVICE
+PARAMETERS, obsolete there, follow ATA-5. Where the standard leaves a choice, QEMU's
+hw/ide/core.c decides.
 
 Offsets 0-7 are the command block registers; offset 8 is the control block register at 0x3F6
 (seen through a PortWindow). Everything the drive does is instantaneous: a command has either
@@ -12,19 +14,20 @@ So BSY is seen only while the device control SRST bit holds the drive in reset.
   makes them. With DRQ clear, reads give 0 and writes are dropped (QEMU); byte accesses read
   0xFF (QEMU). Other registers are 8-bit: a wider access is split into byte accesses.
 - Device 1 is absent. Writes to the command block reach the shared task file, so selecting
-  device 1 and back keeps them; with device 1 selected its registers read 0 except the Device
-  register itself (ATA-6 §9.16.1 lets device 0 answer for an absent device 1; QEMU gives 0),
-  its commands are ignored (no interrupt) except EXECUTE DEVICE DIAGNOSTIC, which both devices
-  execute whatever DEV says (§8.11), and INTRQ is released (§5.2.9: only the selected device
-  drives it).
-- Interrupts (§5.2.9, §9.5-9.7): a device-internal "interrupt pending" is set after each DRQ
-  block of a PIO data-in command is ready, after each block written of a PIO data-out command
-  except that the first DRQ comes without one, and at the completion of a non-data command or
-  of any command with an error. Reading Status (not Alternate Status), writing Command, and a
-  reset clear it. INTRQ = pending and nIEN = 0 and device 0 selected.
-- Errors (§6.2): an address outside the medium gives ERR with IDNF and the task file holds the
-  first bad address; an unknown or unsupported command, or bad parameters, ERR with ABRT. Both
-  end the command with an interrupt; DRDY and DSC stay set (DSC keeps the seek state, ATA-4).
+  device 1 and back keeps them. With device 1 selected its registers read 0 except the Device
+  register itself (ATA-6 lets device 0 answer for an absent device 1; QEMU gives 0), its
+  commands are ignored (no interrupt) except EXECUTE DEVICE DIAGNOSTIC, which both devices
+  execute whatever DEV says, and INTRQ is released (only the selected device drives INTRQ).
+- Interrupts (INTRQ; the PIO data-in, PIO data-out and non-data protocols): a device-internal
+  "interrupt pending" is set after each DRQ block of a PIO data-in command is ready, after each
+  block written of a PIO data-out command except that the first DRQ comes without one, and at
+  the completion of a non-data command or of any command with an error. Reading Status (not
+  Alternate Status), writing Command, and a reset clear it. INTRQ = pending and nIEN = 0 and
+  device 0 selected.
+- Errors (the Error register; each command's error outputs): an address outside the medium
+  gives ERR with IDNF and the task file holds the first bad address; an unknown or unsupported
+  command, or bad parameters, ERR with ABRT. Both end the command with an interrupt; DRDY and
+  DSC stay set (DSC keeps the seek state, ATA-4).
 - Addressing: LBA28 when Device bit 6 (LBA) is set, else CHS in the current geometry (default
   16 heads x 63 sectors, INITIALIZE DEVICE PARAMETERS changes it). A sector count of 0 means
   256. After a transfer the task file holds the next address and a count of 0 (QEMU).
@@ -42,7 +45,7 @@ PRIMARY_COMMAND_PORT = 0x1F0
 PRIMARY_CONTROL_PORT = 0x3F6
 COMMAND_BLOCK_REGISTERS = 8
 
-# register offsets (§7.1, Table 13)
+# register offsets (I/O register descriptions: the command block, DA2-DA0)
 DATA = 0
 ERROR = FEATURES = 1
 SECTOR_COUNT = 2
@@ -53,7 +56,7 @@ DEVICE = 6             # device/head
 STATUS = COMMAND = 7
 CONTROL = 8            # 0x3F6: alternate status (read) / device control (write)
 
-# Status (§7.15)
+# Status register
 ST_BSY = 0x80
 ST_DRDY = 0x40
 ST_DF = 0x20           # device fault: never set, the image cannot fail that way
@@ -62,21 +65,21 @@ ST_DRQ = 0x08
 ST_ERR = 0x01
 ST_READY = ST_DRDY | ST_DSC
 
-# Error (§7.9)
+# Error register
 ERR_IDNF = 0x10        # ID not found: the address is outside the medium
 ERR_ABRT = 0x04        # command aborted
-DIAG_DEVICE0_PASSED = 0x01   # the Error register after a reset or EXECUTE DEVICE DIAGNOSTIC (§9.10)
+DIAG_DEVICE0_PASSED = 0x01   # the Error register after a reset or EXECUTE DEVICE DIAGNOSTIC (its diagnostic codes)
 
-# Device (§7.7): bits 7 and 5 are obsolete
+# Device register: bits 7 and 5 are obsolete
 DEV_LBA = 0x40
 DEV_DEV = 0x10         # 1 selects device 1
 DEV_HEAD = 0x0F        # head (CHS) or LBA bits 27:24
 
-# Device control (§7.8)
+# Device Control register
 CTL_SRST = 0x04
 CTL_NIEN = 0x02
 
-# commands (§8)
+# command codes (clause 8, Command descriptions)
 CMD_READ_SECTORS = 0x20
 CMD_READ_SECTORS_NORETRY = 0x21
 CMD_WRITE_SECTORS = 0x30
@@ -93,13 +96,13 @@ CMD_FLUSH_CACHE = 0xE7
 CMD_IDENTIFY_DEVICE = 0xEC
 CMD_SET_FEATURES = 0xEF
 
-# SET FEATURES subcommands (§8.46, Table 24)
+# SET FEATURES subcommands (the Features register values of SET FEATURES)
 FEAT_ENABLE_WRITE_CACHE = 0x02
 FEAT_SET_TRANSFER_MODE = 0x03
 FEAT_DISABLE_REVERTING = 0x66      # a software reset keeps the settings (the power-on default)
 FEAT_DISABLE_WRITE_CACHE = 0x82
 FEAT_ENABLE_REVERTING = 0xCC       # a software reset reverts to the power-on defaults
-# transfer mode values (§8.46.11, Table 25): 00h PIO default, 01h PIO default with IORDY
+# transfer mode values (SET FEATURES, set transfer mode): 00h PIO default, 01h PIO default with IORDY
 # disabled, 00001nnn PIO flow control mode nnn; DMA modes are not supported here
 XFER_PIO_DEFAULT = 0x00
 XFER_PIO_DEFAULT_NO_IORDY = 0x01
@@ -119,8 +122,9 @@ _PHASES = (None, "identify", "read", "write")
 
 
 def _ata_string(text: str, length: int) -> bytes:
-    """An IDENTIFY string field (§8.15.9): ASCII padded with spaces, two characters a word, the
-    first in bits 15:8, so the bytes are pairwise swapped in memory."""
+    """An IDENTIFY string field (serial number, firmware revision, model number): ASCII padded
+    with spaces, two characters a word, the first in bits 15:8, so the bytes are pairwise
+    swapped in memory."""
     raw = text.encode("ascii").ljust(length, b" ")[:length]
     return bytes(raw[i ^ 1] for i in range(length))
 
@@ -136,7 +140,7 @@ class IdeController(PortDevice):
             raise ConfigError(f"an IDE drive needs a DiskImage, not {type(disk).__name__}")
         self.disk = disk
         self.total_sectors = disk.sectors
-        # LBA28 reaches sectors 0..0FFFFFFEh: words 60-61 say at most 0FFFFFFFh sectors (§8.15.29)
+        # LBA28 reaches sectors 0..0FFFFFFEh: words 60-61 say at most 0FFFFFFFh sectors (IDENTIFY words 60-61)
         self.lba28_sectors = min(disk.sectors, LBA28_LIMIT - 1)
         # default geometry (words 1, 3, 6): 16 heads, 63 sectors per track, as many cylinders as fit
         self.default_cylinders = max(1, min(MAX_DEFAULT_CYLINDERS,
@@ -166,7 +170,7 @@ class IdeController(PortDevice):
         self.pio_mode = MAX_PIO_MODE
 
     def _signature(self) -> None:
-        """The ATA signature (§9.12, Table 27): count 1, LBA low 1, mid 0, high 0, Device 0."""
+        """The ATA signature (the signature and persistence clause): count 1, LBA low 1, mid 0, high 0, Device 0."""
         self.sector_count, self.lba_low, self.lba_mid, self.lba_high, self.device = 1, 1, 0, 0, 0
 
     def _end_phase(self) -> None:
@@ -176,7 +180,7 @@ class IdeController(PortDevice):
         self.xfer_lba = self.xfer_left = self.xfer_block = 0
 
     def _software_reset(self, asserted: bool) -> None:
-        """SRST (§9.2): while set the drive is busy; when cleared it has reset: no interrupt, the
+        """SRST (software reset protocol): while set the drive is busy; when cleared it has reset: no interrupt, the
         signature in the task file, Error = diagnostic code."""
         self._end_phase()
         self.intrq_pending = False
@@ -220,7 +224,7 @@ class IdeController(PortDevice):
                 self.intrq_pending = False
                 self._update_irq()
             return value
-        if self.status & ST_BSY:            # §7.15: while BSY, the command block reads as Status
+        if self.status & ST_BSY:            # while BSY, the command block reads as Status (ATA-5)
             return self.status
         if offset == DEVICE:
             return self.device
@@ -244,7 +248,7 @@ class IdeController(PortDevice):
         if offset == CONTROL:
             self._write_control(value)
             return
-        if self.status & ST_BSY:            # §7.1: writes while BSY are not taken (the drive is in reset)
+        if self.status & ST_BSY:            # writes while BSY are not taken (the drive is in reset)
             return
         if offset == FEATURES:
             self.features = value
@@ -298,7 +302,7 @@ class IdeController(PortDevice):
         """The host has moved the whole DRQ block."""
         if self.phase == "identify":
             self._end_phase()
-            self.status = ST_READY          # PIO data-in: no interrupt after the last block (§9.6)
+            self.status = ST_READY          # PIO data-in: no interrupt after the last block
             return
         count = len(self.buffer) // SECTOR_SIZE
         if self.phase == "write":
@@ -314,7 +318,7 @@ class IdeController(PortDevice):
             self._end_phase()
             self.status = ST_READY
             if was_write:
-                self._interrupt()           # PIO data-out: the completion interrupt (§9.7)
+                self._interrupt()           # PIO data-out: the completion interrupt
             return
         if self.phase == "read":
             self._next_read_block()
@@ -381,7 +385,7 @@ class IdeController(PortDevice):
             return                          # the absent device 1 does nothing
         if self.status & (ST_BSY | ST_DRQ):
             return                          # QEMU: a command in the middle of a data phase is dropped
-        self.intrq_pending = False          # writing Command clears a pending interrupt (§5.2.9)
+        self.intrq_pending = False          # writing Command clears a pending interrupt (INTRQ)
         self._update_irq()
         self.error = 0
         handler = self._HANDLERS.get(command)
@@ -426,7 +430,7 @@ class IdeController(PortDevice):
         self._start_transfer("write", 1)
 
     def _cmd_read_multiple(self, command: int) -> None:
-        if not self.multiple:               # §8.26: multiple mode disabled
+        if not self.multiple:               # READ/WRITE MULTIPLE: multiple mode disabled
             self._fail(ERR_ABRT)
             return
         self._start_transfer("read", self.multiple)
@@ -465,8 +469,8 @@ class IdeController(PortDevice):
         self._complete()
 
     def _cmd_initialize_device_parameters(self, command: int) -> None:
-        """§8.16: logical sectors per track from Sector Count, heads from the Device head bits;
-        the cylinders follow from the capacity."""
+        """ATA-5 INITIALIZE DEVICE PARAMETERS: logical sectors per track from Sector Count,
+        heads from the Device head bits; the cylinders follow from the capacity."""
         sectors_per_track, heads = self.sector_count, (self.device & DEV_HEAD) + 1
         if sectors_per_track == 0:
             self._fail(ERR_ABRT)
@@ -512,12 +516,12 @@ class IdeController(PortDevice):
         CMD_INITIALIZE_DEVICE_PARAMETERS: _cmd_initialize_device_parameters,
         CMD_SET_FEATURES: _cmd_set_features,
         CMD_FLUSH_CACHE: _cmd_flush_cache,
-        # CMD_IDENTIFY_PACKET_DEVICE is not here: an ATA (not ATAPI) device aborts it (§8.17)
+        # CMD_IDENTIFY_PACKET_DEVICE is not here: an ATA (not ATAPI) device aborts it (IDENTIFY PACKET DEVICE)
     }
 
     # ---- IDENTIFY DEVICE -----------------------------------------------------------------
     def identify_data(self) -> bytes:
-        """The 256 words of IDENTIFY DEVICE data (§8.15, Table 16), little-endian words."""
+        """The 256 words of IDENTIFY DEVICE data (§8.15), little-endian words."""
         w = [0] * 256
         w[0] = 0x0040                                   # bit 6: fixed device; bit 15 = 0: ATA
         w[1] = self.default_cylinders                  # default logical cylinders
@@ -549,7 +553,7 @@ class IdeController(PortDevice):
         data[20:40] = _ata_string(SERIAL, 20)          # words 10-19
         data[46:54] = _ata_string(FIRMWARE, 8)         # words 23-26
         data[54:94] = _ata_string(MODEL, 40)           # words 27-46
-        # word 255 (§8.15.65): signature A5h and a checksum that makes the 512 bytes sum to 0
+        # word 255, integrity word: signature A5h and a checksum that makes the 512 bytes sum to 0
         data[510] = 0xA5
         data[511] = -sum(data[:511]) & 0xFF
         return bytes(data)
