@@ -807,7 +807,7 @@ def sector_sum(data: bytes) -> int:
     return sum(struct.unpack("<128I", data)) & 0xFFFFFFFF
 
 
-@pytest.mark.parametrize("mode", ["bare", "bt"])
+@pytest.mark.parametrize("mode", ["bare", "bt", "trap"])
 def test_guest_identifies_and_reads_sector_0_by_polling(image, mode):
     code = assemble_text("bits 32\norg 0x10000\n" + POLL_GUEST, "ide-poll", kind="ide-guests")
     m = vmcore.Machine(memory_mb=4, mode=mode)
