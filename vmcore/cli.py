@@ -4,6 +4,7 @@
     vmcore run path/to/kernel.elf --cmdline "..." --no-native
     vmcore run sieve -d insn --count 50   # trace instructions (capstone), exits
     vmcore run --kernel bzImage --initrd initrd.img --append "console=ttyS0" -m 256   # Linux, QEMU's way
+    vmcore run --bios rom.bin --disk disk.img      # an IDE disk (QEMU's -hda); --disk-write keeps writes
     vmcore list                      # the workloads and their sizes
     vmcore bench --quick --compare   # the bench/ suites: table, stored run, regression gate
     vmcore dashboard -o bench.html   # static HTML page of the stored runs
@@ -105,12 +106,14 @@ def cmd_run_linux(args) -> int:
     interactive = fd >= 0 and os.isatty(fd)
     clock = args.clock or ("host" if interactive else "virtual")
     m = Machine(memory_mb=memory, mode=args.mode, clock=clock)
+    _attach_disk(m, args)
     cmdline = args.append if args.append is not None else "console=ttyS0"
     m.load_linux(args.kernel, args.initrd, cmdline)
     if "exits" in set(filter(None, (args.debug or "").split(","))):
         m.exit_trace = lambda text: print(f"  exit: {text}", file=sys.stderr)
     print(f"vmcore: {Path(args.kernel).name} in a {memory} MiB {m.mode} machine ({clock} clock), "
-          f"initrd {args.initrd or 'none'}, cmdline {cmdline!r}" + ("; Ctrl-A x quits" if interactive else ""))
+          f"initrd {args.initrd or 'none'}, cmdline {cmdline!r}" + _disk_note(m)
+          + ("; Ctrl-A x quits" if interactive else ""))
     sys.stdout.flush()
     serial = HostSerial(m.uart, m.timers, input_fd=fd if interactive else -1, raw=interactive, on_quit=m.stop)
     serial.mirror(m.bus.device_at(0xE9))
@@ -123,6 +126,7 @@ def cmd_run_linux(args) -> int:
     finally:
         serial.close()
     print()
+    _print_cga(m)
     if r is None:
         seconds = time.perf_counter() - start
         instructions = m.stats["instructions"] - start_icount
@@ -140,6 +144,33 @@ def cmd_run_linux(args) -> int:
                     ("vmcore time", f"{seconds:.3f} s"), ("guest MIPS", f"{mips:.1f}")],
                    m if args.stats else None)
     return status
+
+
+def _attach_disk(m: Machine, args) -> None:
+    if args.disk is not None:
+        m.attach_disk(args.disk, write=args.disk_write)
+    elif args.disk_write:
+        raise VmError("--disk-write needs --disk IMG")
+
+
+def _disk_note(m: Machine) -> str:
+    if m.ide is None:
+        return ""
+    disk = m.ide.disk
+    how = "writes to the file" if disk.write_through else "writes kept in memory"
+    return f", disk {disk.path.name} ({disk.sectors} sectors, {how})"
+
+
+def _print_cga(m: Machine) -> None:
+    """The CGA text screen, when the guest wrote something on it."""
+    rows = [row.rstrip() for row in m.cga_text()]
+    if not any(rows):
+        return
+    while not rows[-1]:
+        rows.pop()
+    print("--- CGA screen (80x25 text at 0xB8000) ---")
+    print("\n".join(rows))
+    print("---")
 
 
 def _print_summary(summary, stats_machine=None) -> None:
@@ -188,6 +219,7 @@ def cmd_run(args) -> int:
     clock = args.clock or ("host" if args.serial == "stdio" else "virtual")
     # None: Machine's defaults (VMCORE_MODE, VMCORE_ENGINE)
     m = Machine(memory_mb=memory, mode=args.mode, clock=clock, engine=args.engine)
+    _attach_disk(m, args)
     if args.bios is not None:
         m.load_bios(elf)
     else:
@@ -195,7 +227,8 @@ def cmd_run(args) -> int:
     trace = set(filter(None, (args.debug or "").split(",")))
     if "exits" in trace:
         m.exit_trace = lambda text: print(f"  exit: {text}", file=sys.stderr)
-    print(f"vmcore: {elf.name} in a {memory} MiB {m.mode} machine ({m.engine} engine), cmdline {cmdline!r}")
+    print(f"vmcore: {elf.name} in a {memory} MiB {m.mode} machine ({m.engine} engine), cmdline {cmdline!r}"
+          + _disk_note(m))
     if "insn" in trace:
         r = _trace_run(m, args.count, args.timeout)
     elif args.serial == "stdio":
@@ -218,6 +251,7 @@ def cmd_run(args) -> int:
         print("--- guest console ---")
         print(r.console, end="" if r.console.endswith("\n") or not r.console else "\n")
         print("---")
+    _print_cga(m)
     status = (r.exit_code >> 1) & 0xFF if r.exit is Exit.DEBUG_EXIT else STATUS[r.exit]
     summary = [("exit", escape(f"{r.exit.value} ({r.reason})")),
                ("guest instructions", f"{r.instructions:,}"),
@@ -272,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("target", nargs="?", help="workload name (see `vmcore list`) or path to a multiboot ELF")
     r.add_argument("--bios", default=None, metavar="FILE",
                    help="boot a ROM image from the reset vector instead (like QEMU's -bios)")
+    r.add_argument("--disk", "-hda", default=None, metavar="IMG",
+                   help="an ATA hard disk backed by the image file IMG (whole 512-byte sectors) on the primary "
+                        "IDE channel, ports 0x1F0/0x3F6, IRQ 14 (like QEMU's -hda); the guest's writes stay in "
+                        "memory unless --disk-write")
+    r.add_argument("--disk-write", action="store_true",
+                   help="with --disk: write the guest's writes to the image file")
     r.add_argument("-m", "--memory", type=int, default=None,
                    help="guest RAM in MiB (default 64; 256 with --kernel)")
     r.add_argument("--kernel", default=None, metavar="BZIMAGE",

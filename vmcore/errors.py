@@ -44,3 +44,10 @@ class WorkloadError(VmError):
     """A workload could not be built or run natively."""
 
     code = "workload"
+
+
+class DiskImageError(VmError):
+    """A disk image cannot back a drive (missing, unreadable, empty, not whole sectors), or a
+    sector outside it was asked for."""
+
+    code = "disk"

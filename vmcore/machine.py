@@ -21,6 +21,9 @@ from vmcore.devices import DebugConsole, DebugExit, KeyboardController, PortBus,
 from vmcore.devices import Cmos, CoprocessorPorts, PciConfig, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB
 from vmcore.devices import TimerSet
 from vmcore.devices.clock import Clock, HostClock, make_clock
+from vmcore.devices.disk import DiskImage
+from vmcore.devices.ide import (COMMAND_BLOCK_REGISTERS, CONTROL, PRIMARY_COMMAND_PORT, PRIMARY_CONTROL_PORT,
+                                IdeController, PiixIdeFunction)
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
 from vmcore.loaders.flat import load_flat
 from vmcore.loaders.multiboot import load_multiboot
@@ -52,6 +55,12 @@ _EFLAGS_IF = 0x200
 # a halted guest whose armed timers fire this many times in a row without raising INTR ends
 # the run with HLT (a safety net: a timer counts as a wake source only if its IRQ can reach the CPU)
 _IDLE_WAKE_LIMIT = 10_000
+
+# the CGA colour text buffer (IBM CGA technical reference; mode 3): 80x25 (character, attribute) pairs
+CGA_TEXT_GPA, CGA_COLUMNS, CGA_ROWS = 0xB8000, 80, 25
+# what Python's cp437 codec leaves as control characters, the display draws as glyphs
+_CP437_GLYPHS = str.maketrans(dict(zip(range(0x00, 0x20), " ☺☻♥♦♣♠•◘○◙♂♀♪♫☼►◄↕‼¶§▬↨↑↓→←∟↔▲▼"))
+                              | {0x7F: "⌂"})
 
 EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
                    10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC"}
@@ -211,6 +220,7 @@ class Machine:
         self._tsc_follows_clock = False
         self._set_tsc(tsc or "instructions")
         self.pic = self.pit = self.cmos = self.port_b = self.post = self.kbc = self.pci = self.fpu_ports = None
+        self.ide = None                      # the primary IDE channel, once attach_disk gave it a drive
         self._intr = False
         self._halted = False                 # in HLT with IF = 1, waiting for an interrupt
         if devices:
@@ -402,6 +412,23 @@ class Machine:
         self.rom = np.frombuffer(bytearray(data), dtype=np.uint8)
         self._engine.map_rom(self.rom)
         self.reset()
+
+    def attach_disk(self, path, write: bool = False) -> IdeController:
+        """An ATA hard disk backed by the image file ``path`` as the master drive of the primary
+        IDE channel (ports 0x1F0-0x1F7 and 0x3F6, IRQ 14), with the PIIX3 IDE function at PCI
+        00:01.1, as on QEMU's pc machine. The guest's writes stay in memory (the controller's
+        state carries them) unless ``write``, which writes them to the file."""
+        if self.pic is None:
+            raise ConfigError("attach_disk needs the PC devices (a Machine made with devices=True)")
+        if self.ide is not None:
+            raise ConfigError(f"a disk is attached already ({self.ide.disk.path}); vmcore has one IDE drive")
+        ide = IdeController(DiskImage(path, write_through=write))
+        self.bus.attach(PRIMARY_COMMAND_PORT, COMMAND_BLOCK_REGISTERS, ide, name="ide0")
+        self.bus.attach(PRIMARY_CONTROL_PORT, 1, PortWindow(ide, CONTROL), name="ide0-control")
+        self.pic.connect(14, ide.irq)
+        self.pci.functions[(0, 1, 1)] = PiixIdeFunction()
+        self.ide = ide
+        return ide
 
     # ---- hooks --------------------------------------------------------------------------
     def hook_add(self, kind: int, callback: Callable, begin: int = 0, end: int = 0xFFFF) -> _Hook:
@@ -637,6 +664,14 @@ class Machine:
     @property
     def console(self) -> str:
         return self._console.decode("utf-8", errors="replace")
+
+    def cga_text(self) -> list[str]:
+        """The 80x25 colour text screen at gpa 0xB8000 (page 0): 25 strings of 80 characters,
+        the character bytes of each (character, attribute) pair in code page 437, as the
+        display shows them (00h blank, 01h-1Fh and 7Fh the CP437 glyphs)."""
+        cells = self.memory[CGA_TEXT_GPA:CGA_TEXT_GPA + 2 * CGA_COLUMNS * CGA_ROWS:2].tobytes()
+        text = cells.decode("cp437").translate(_CP437_GLYPHS)
+        return [text[row * CGA_COLUMNS:(row + 1) * CGA_COLUMNS] for row in range(CGA_ROWS)]
 
     @property
     def stats(self) -> dict:
