@@ -179,3 +179,42 @@ def test_intr_line_is_acknowledged_at_an_interruptible_boundary():
     assert pic.acks == 1
     assert (m.reg_read("bx"), m.reg_read("cx")) == (1, 0)
     assert m.stats["exits_intr"] == 1
+
+
+def rom_protected_mode_image(pm_code: bytes) -> bytes:
+    """A ROM that enters flat 32-bit protected mode from the reset vector, as a BIOS's POST does,
+    and runs pm_code from ROM at 0xFE100 with CS = 0x08 (CPL 0) and DS = 0x10."""
+    rom = bytearray(rom_image(bytes.fromhex(
+        "2e 66 0f 01 16 00 d0"   # lgdt cs:[0xd000]   (o32: a 32-bit base)
+        "0f 20 c0"               # mov eax, cr0
+        "0c 01"                  # or al, 1           CR0.PE
+        "0f 22 c0"               # mov cr0, eax
+        "66 ea 00 e1 0f 00 08 00")))  # jmp dword 0x08:0x000fe100
+    flat = 0xFFFF | 0xCF << 48  # base 0, limit 4 GiB, 32-bit, 4 KiB granules
+    gdt = bytes(8) + (flat | 0x9A << 40).to_bytes(8, "little") + (flat | 0x92 << 40).to_bytes(8, "little")
+    rom[0xD000:0xD006] = struct.pack("<HI", len(gdt) - 1, 0xFD008)
+    rom[0xD008:0xD008 + len(gdt)] = gdt
+    rom[0xE100:0xE100 + len(pm_code)] = pm_code
+    return bytes(rom)
+
+
+@pytest.mark.parametrize("mode", ["bare", "bt", "trap"])
+def test_guest_kernel_code_in_rom_is_translated_under_bt(tmp_path, mode):
+    """Firmware code runs at CPL 0 from ROM: under bt it is translated like kernel code in RAM, so
+    MOV from CS shows the guest's RPL 0, not the monitor's real RPL 1 (trap mode, which does not
+    translate, shows the real one: the sensitive-unprivileged leak)."""
+    path = tmp_path / "bios.bin"
+    path.write_bytes(rom_protected_mode_image(bytes.fromhex(
+        "8c c8"                  # mov eax, cs
+        "66 ba 10 00"            # mov dx, 0x10
+        "8e da"                  # mov ds, dx
+        "a3 00 05 00 00"         # mov [0x500], eax
+        "f4")))                  # hlt
+    m = vmcore.Machine(memory_mb=4, mode=mode)
+    m.load_bios(path)
+    r = m.run(count=1000)
+    assert r.exit is Exit.HLT, r.reason
+    shown_cs = struct.unpack("<I", m.mem_read(0x500, 4))[0] & 0xFFFF
+    assert shown_cs == (0x09 if mode == "trap" else 0x08)
+    if mode == "bt":
+        assert m.stats["callout_read_cs"] == 1
