@@ -103,6 +103,29 @@ def test_exception_through_a_task_gate():
     assert struct.unpack("<I", m.mem_read(TSS_A + 0x20, 4))[0] == 0x1000 + 7 + 2
 
 
+def test_error_code_through_a_task_gate_is_sized_by_the_tss_not_the_stack():
+    """A task-gate exception pushes its error code on the new task's stack as a dword from a
+    32-bit TSS, even when that task's SS is a 16-bit segment (SDM Vol. 3 §6.12.2; Bochs pushes
+    by the TSS type). ESP = 0x6000 becomes 0x5FFC through the 16-bit SP."""
+    a = bytes.fromhex(
+        "66 b8 80 00"            # mov ax, 0x80        past the GDT's limit
+        "8e d8")                 # mov ds, ax          -> #GP(0x80) -> task B
+    b = bytes.fromhex(
+        "89 e1"                  # mov ecx, esp
+        "8b 04 24"               # mov eax, [esp]      the error code
+        "f4")                    # hlt
+    m = machine(a, b, idt_entries=[(13, struct.pack("<HHBBH", 0, SEL_TSS_B, 0, 0x85, 0))])
+    sel_stack16 = SEL_GATE_B + 8                    # the next GDT entry after machine()'s
+    m.mem_write(GDT + sel_stack16, descriptor(0, 0xFFFF, 0x92, flags=0x0))     # 16-bit data, byte limit
+    m._engine.gdtr_set(GDT, sel_stack16 + 8 - 1)
+    m.mem_write(TSS_B + 0x50, struct.pack("<I", sel_stack16))                  # task B's SS
+    m.mem_write(0x5FFC, b"\xAA" * 4)
+    r = m.run(count=1000)
+    assert r.exit is Exit.HLT, r.reason
+    assert m.reg_read("ecx") == 0x5FFC
+    assert m.reg_read("eax") == 0x80
+
+
 def v86_machine(v86_code: bytes, iopl: int, handlers):
     m = machine(b"", b"", idt_entries=[(v, gate(KCODE, addr, 0xEE)) for v, addr, _ in handlers])
     for _, addr, code in handlers:

@@ -127,7 +127,8 @@ cdef int task_switch(Cpu* c, uint32_t sel, int kind, uint32_t next_eip, bint has
     for k in range(6):
         if k != S_CS and load_seg_after_switch(c, k, segs[k] & 0xFFFF):
             return RC_FAULT
-    if has_err and push(c, 2 if c.ss32 else 1, err):
+    # the error code is a dword from a 32-bit TSS, whatever the new SS's size (SDM Vol. 3 §6.12.2)
+    if has_err and push(c, 2, err):
         return RC_FAULT
     return 0
 
