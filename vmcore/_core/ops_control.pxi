@@ -49,7 +49,7 @@ cdef int h_RET(Cpu* c, Insn* i) noexcept nogil:
     if pop(c, sz, &v):
         return RC_FAULT
     pop_commit(c, sz)
-    c.regs[R_ESP] = (c.regs[R_ESP] & ~c.ss_mask) | ((c.regs[R_ESP] + i.imm) & c.ss_mask)
+    c.regs[R_ESP] = sp_update(c, c.regs[R_ESP], c.regs[R_ESP] + i.imm)
     c.eip = v & 0xFFFF if sz == 1 else v
     return RC_BRANCH
 

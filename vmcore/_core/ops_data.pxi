@@ -2,6 +2,11 @@
 # register transfers, segment registers.
 # The stack is addressed through SS with a 32-bit ESP (flat protected mode).
 
+cdef inline uint32_t sp_update(Cpu* c, uint32_t esp, uint32_t new_sp) noexcept nogil:
+    """ESP after a stack operation moved the stack pointer to new_sp: with a 16-bit SS only SP
+    changes and wraps, the high word of ESP stays (SDM Vol. 1 §6.2.3, Vol. 3 §6.12.1)."""
+    return (esp & ~c.ss_mask) | (new_sp & c.ss_mask)
+
 cdef inline int stack_read(Cpu* c, uint32_t off, int sz, uint32_t* v) noexcept nogil:
     """Read 2**sz bytes at SS:off (off already wrapped to the stack size)."""
     cdef uint32_t la
@@ -28,7 +33,7 @@ cdef inline int pop(Cpu* c, int sz, uint32_t* v) noexcept nogil:
 
 cdef inline void pop_commit(Cpu* c, int sz) noexcept nogil:
     cdef uint32_t esp = c.regs[R_ESP]
-    c.regs[R_ESP] = (esp & ~c.ss_mask) | ((esp + (2 if sz == 1 else 4)) & c.ss_mask)
+    c.regs[R_ESP] = sp_update(c, esp, esp + (2 if sz == 1 else 4))
 
 cdef int h_PUSH_r32(Cpu* c, Insn* i) noexcept nogil:
     """50+r."""
@@ -109,7 +114,7 @@ cdef int h_POPA(Cpu* c, Insn* i) noexcept nogil:
     for k in range(8):
         if k != R_ESP:
             setr_sz(c, k, sz, vals[k])
-    c.regs[R_ESP] = (esp & ~c.ss_mask) | ((esp + 8 * step) & c.ss_mask)
+    c.regs[R_ESP] = sp_update(c, esp, esp + 8 * step)
     return RC_NEXT
 
 cdef int h_PUSHF(Cpu* c, Insn* i) noexcept nogil:
@@ -316,7 +321,7 @@ cdef int h_ENTER(Cpu* c, Insn* i) noexcept nogil:
             return RC_FAULT
     # the final stack pointer is checked as a write of the operand size there would be, without
     # writing (SDM ENTER: #SS(0), #PF "a write using the final value of the stack pointer")
-    final_esp = (c.regs[R_ESP] & ~c.ss_mask) | ((c.regs[R_ESP] - i.imm) & c.ss_mask)
+    final_esp = sp_update(c, c.regs[R_ESP], c.regs[R_ESP] - i.imm)
     if seg_off_w(c, S_SS, final_esp & c.ss_mask, sz, &la) or probe_write(c, la, step):
         c.regs[R_ESP] = old_esp
         return RC_FAULT
@@ -334,7 +339,7 @@ cdef int h_LEAVE(Cpu* c, Insn* i) noexcept nogil:
     cdef uint32_t ebp = c.regs[R_EBP]
     if stack_read(c, ebp, sz, &v):
         return RC_FAULT
-    c.regs[R_ESP] = (c.regs[R_ESP] & ~c.ss_mask) | ((ebp + (2 if sz == 1 else 4)) & c.ss_mask)
+    c.regs[R_ESP] = sp_update(c, c.regs[R_ESP], ebp + (2 if sz == 1 else 4))
     setr_sz(c, R_EBP, sz, v)
     return RC_NEXT
 

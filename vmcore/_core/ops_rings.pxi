@@ -125,7 +125,7 @@ cdef int deliver_pm(Cpu* c, int vector, bint has_err, uint32_t err, bint soft) n
         load_ss_cache(c, new_ss, slo, shi)
         # a 16-bit inner stack takes SP from the TSS; ESP's high word is left alone (SDM Vol. 1
         # §6.2.3: SS.B = 0 uses SP; Bochs and QEMU agree)
-        c.regs[R_ESP] = (old_esp & ~c.ss_mask) | (new_esp & c.ss_mask)
+        c.regs[R_ESP] = sp_update(c, old_esp, new_esp)
         # the frame goes onto the inner stack with the inner ring's rights
         set_cpl(c, dpl)
         if push(c, sz, old_ss) or push(c, sz, old_esp):
@@ -168,7 +168,7 @@ cdef int return_outer(Cpu* c, uint32_t esp_after, int sz, uint32_t cs_sel, uint3
     # outer stack gets SP only and ESP's high word stays the inner one's, whatever the operand
     # size (SDM Vol. 2 RET/IRET "SP <- SP + SRC"; the high-word leak Linux's espfix hides)
     new_esp += release
-    c.regs[R_ESP] = (c.regs[R_ESP] & ~c.ss_mask) | (new_esp & c.ss_mask)
+    c.regs[R_ESP] = sp_update(c, c.regs[R_ESP], new_esp)
     null_outer_data_segs(c)
     return 0
 
@@ -208,7 +208,7 @@ cdef int call_gate(Cpu* c, Insn* i, uint32_t gate_sel, uint32_t glo, uint32_t gh
         saved_mask = c.ss_mask
         old_cpl = c.cpl
         load_ss_cache(c, new_ss, slo, shi)
-        c.regs[R_ESP] = (old_esp & ~c.ss_mask) | (new_esp & c.ss_mask)    # as deliver_pm
+        c.regs[R_ESP] = sp_update(c, old_esp, new_esp)    # as deliver_pm
         set_cpl(c, dpl)                 # the new stack is written with the inner ring's rights
         rc = push(c, sz, old_ss) or push(c, sz, old_esp)
         k = nparams

@@ -239,7 +239,7 @@ cdef int h_RETF(Cpu* c, Insn* i) noexcept nogil:
         c.code32 = 1 if hi & 0x400000 else 0
     else:
         seg_load_real(c, S_CS, sel)
-    c.regs[R_ESP] = (esp & ~c.ss_mask) | ((esp + 2 * step + i.imm) & c.ss_mask)
+    c.regs[R_ESP] = sp_update(c, esp, esp + 2 * step + i.imm)
     c.eip = off & 0xFFFF if sz == 1 else off
     return RC_BRANCH
 
@@ -260,7 +260,7 @@ cdef int h_IRET(Cpu* c, Insn* i) noexcept nogil:
         seg_load_real(c, S_CS, sel & 0xFFFF)
         c.code32 = 0
         set_eflags(c, fl, (FL_ARITH | FL_TF | FL_IF | FL_DF | FL_NT | FL_AC | FL_ID) & (0xFFFF if sz == 1 else 0xFFFFFFFFU))
-        c.regs[R_ESP] = (esp & ~c.ss_mask) | ((esp + 3 * step) & c.ss_mask)
+        c.regs[R_ESP] = sp_update(c, esp, esp + 3 * step)
         c.eip = off & 0xFFFF
         return RC_BRANCH
     if c.pe and (c.eflags & FL_NT):
@@ -304,7 +304,7 @@ cdef int h_IRET(Cpu* c, Insn* i) noexcept nogil:
         seg_from_descriptor(&c.seg[S_CS], sel, lo, hi)
         c.code32 = 1 if hi & 0x400000 else 0
     set_eflags(c, fl, mask)
-    c.regs[R_ESP] = (esp & ~c.ss_mask) | ((esp + 3 * step) & c.ss_mask)
+    c.regs[R_ESP] = sp_update(c, esp, esp + 3 * step)
     c.eip = off & 0xFFFF if sz == 1 else off
     return RC_BRANCH
 

@@ -185,7 +185,7 @@ cdef int v86_to_ring0(Cpu* c, uint32_t sel, uint32_t offset, uint32_t clo, uint3
     set_cpl(c, 0)
     load_ss_cache(c, new_ss, slo, shi)
     # a 16-bit ring-0 stack takes SP only; ESP's high word stays (as deliver_pm)
-    c.regs[R_ESP] = (old_esp & ~c.ss_mask) | (new_esp & c.ss_mask)
+    c.regs[R_ESP] = sp_update(c, old_esp, new_esp)
     if push(c, sz, old[S_GS]) or push(c, sz, old[S_FS]) or push(c, sz, old[S_DS]) or push(c, sz, old[S_ES]) \
             or push(c, sz, old[S_SS]) or push(c, sz, old_esp) or push(c, sz, eflags) or push(c, sz, old[S_CS]) \
             or push(c, sz, c.eip) or (has_err and push(c, sz, err)):
