@@ -19,8 +19,9 @@ import numpy as np
 from vmcore._core._core import Engine, REG_NAMES, SEG_NAMES, jit_host_missing
 from vmcore.devices import DebugConsole, DebugExit, KeyboardController, PortBus, SystemControlPortA, Uart16550
 from vmcore.devices import Cmos, CoprocessorPorts, PciConfig, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB
-from vmcore.devices import TimerSet
+from vmcore.devices import PciHostBridge, Piix3IsaBridge, TimerSet
 from vmcore.devices.clock import Clock, HostClock, make_clock
+from vmcore.devices.pci import PAM_REGISTERS
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
 from vmcore.loaders.flat import load_flat
 from vmcore.loaders.multiboot import load_multiboot
@@ -36,6 +37,8 @@ DEFAULT_ENGINE = "jit" if jit_host_missing() is None else "interp"
 # independent check: tests/test_bt_classify.py; $VMCORE_CLASSIFIER overrides)
 CLASSIFIERS = ("engine", "scanner")
 DEFAULT_CLASSIFIER = "engine"
+# PAM0-PAM6 with every range read/write DRAM (PAM0's low field is reserved)
+PAM_ALL_RAM = bytes((0x30,)) + bytes((0x33,)) * (PAM_REGISTERS - 1)
 CPU_MODELS = ("i686", "80386", "80286")   # what differs: vmcore/_core/api.pxi set_cpu_model
 TSC_KINDS = ("instructions", "clock")     # what the time stamp counter counts (Machine's tsc=)
 
@@ -211,6 +214,7 @@ class Machine:
         self._tsc_follows_clock = False
         self._set_tsc(tsc or "instructions")
         self.pic = self.pit = self.cmos = self.port_b = self.post = self.kbc = self.pci = self.fpu_ports = None
+        self.host_bridge = None
         self._intr = False
         self._halted = False                 # in HLT with IF = 1, waiting for an interrupt
         if devices:
@@ -222,7 +226,12 @@ class Machine:
             self.bus.attach(0x60, 1, kbc, name="i8042")
             self.bus.attach(0x64, 1, PortWindow(kbc, 4), name="i8042-command")
             self.kbc = kbc
-            self.pci = PciConfig()
+            # 00:00.0 the 440FX host bridge, whose PAM registers route 0xC0000-0xFFFFF in the
+            # engine; 00:01.0 the PIIX3's ISA bridge. Without a BIOS, PAM starts as the firmware
+            # a direct boot stands in for leaves it: all RAM (load_bios puts the reset value 0)
+            self.host_bridge = PciHostBridge(on_pam=_weak(self._on_pam))
+            self.host_bridge.set_pam(PAM_ALL_RAM)
+            self.pci = PciConfig({(0, 0, 0): self.host_bridge, (0, 1, 0): Piix3IsaBridge()})
             self.bus.attach(0xCF8, 8, self.pci, name="pci-config")
             self.pic = PicPair(_weak(self.set_intr))
             self.bus.attach(0x20, 2, self.pic.master, name="pic-master")
@@ -400,7 +409,9 @@ class Machine:
             raise LoaderError(f"{p}: a ROM image must be a non-empty multiple of 64 KiB up to 1 MiB, "
                               f"not {len(data)} bytes")
         self.rom = np.frombuffer(bytearray(data), dtype=np.uint8)
-        self._engine.map_rom(self.rom)
+        self._engine.map_rom(self.rom)      # PAM as at power-on: 0xC0000-0xFFFFF to the PCI side
+        if self.host_bridge is not None:
+            self.host_bridge.set_pam(bytes(PAM_REGISTERS))
         self.reset()
 
     # ---- hooks --------------------------------------------------------------------------
@@ -422,6 +433,11 @@ class Machine:
 
     def _on_debug_exit(self, status: int) -> None:
         self._debug_exit_status = status
+
+    def _on_pam(self, page_index: int, count: int, read_ram: bool, write_ram: bool) -> None:
+        """The host bridge's PAM registers changed for count 4 KiB pages from gpa
+        0xC0000 + page_index * 4 KiB."""
+        self._engine.set_pam(page_index, read_ram, write_ram, count)
 
     def _on_reset(self) -> None:
         self._reset_requested = True

@@ -185,6 +185,9 @@ cdef struct Cpu:
     uint8_t* rom
     uint32_t rom_size
     uint32_t rom_low_gpa
+    # i440FX PAM (memory.pxi pam_access): per 4 KiB page of gpa 0xC0000-0xFFFFF, PAM_READ_RAM |
+    # PAM_WRITE_RAM; a clear bit sends that access to the ROM's low window (or open bus)
+    uint8_t pam[64]
     # counters
     uint64_t icount
     uint64_t n_irqs
