@@ -21,7 +21,7 @@ from vmcore.devices import DebugConsole, DebugExit, KeyboardController, PortBus,
 from vmcore.devices import Cmos, CoprocessorPorts, PciConfig, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB
 from vmcore.devices import PciHostBridge, Piix3IsaBridge, TimerSet
 from vmcore.devices.clock import Clock, HostClock, make_clock
-from vmcore.devices.pci import PAM_REGISTERS
+from vmcore.devices.pci import PAM_REGISTERS, ResetControl
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
 from vmcore.loaders.flat import load_flat
 from vmcore.loaders.multiboot import load_multiboot
@@ -82,7 +82,7 @@ class Exit(enum.Enum):
     UNTIL = "until"               # EIP reached `until`
     STOPPED = "stopped"           # Machine.stop() from a hook
     UNIMPLEMENTED = "unimplemented"  # a valid instruction the engine does not implement yet
-    RESET = "reset"               # the guest pulsed the CPU reset line (8042 or port 0x92)
+    RESET = "reset"               # the guest pulsed the CPU reset line (8042, port 0x92 or 0xCF9)
 
 
 @dataclass
@@ -231,7 +231,8 @@ class Machine:
             # a direct boot stands in for leaves it: all RAM (load_bios puts the reset value 0)
             self.host_bridge = PciHostBridge(on_pam=_weak(self._on_pam))
             self.host_bridge.set_pam(PAM_ALL_RAM)
-            self.pci = PciConfig({(0, 0, 0): self.host_bridge, (0, 1, 0): Piix3IsaBridge()})
+            self.pci = PciConfig({(0, 0, 0): self.host_bridge, (0, 1, 0): Piix3IsaBridge()},
+                                 reset_control=ResetControl(_weak(self._on_system_reset)))
             self.bus.attach(0xCF8, 8, self.pci, name="pci-config")
             self.pic = PicPair(_weak(self.set_intr))
             self.bus.attach(0x20, 2, self.pic.master, name="pic-master")
@@ -284,6 +285,24 @@ class Machine:
         self._check_range(gpa, len(data))
         self.memory[gpa:gpa + len(data)] = np.frombuffer(data, dtype=np.uint8)
         self._engine.notify_host_write(gpa, len(data))
+
+    def _check_phys(self, gpa: int, size: int) -> None:
+        if gpa < 0 or size < 0 or gpa + size > 1 << 32:
+            raise GuestMemoryError(f"gpa range {gpa:#x}..{gpa + size:#x} is outside the 4 GiB physical space")
+
+    def phys_read(self, gpa: int, size: int) -> bytes:
+        """Bytes at gpa as the guest's processor reads them: where PAM sends reads of
+        0xC0000-0xFFFFF (RAM or the ROM's low window), the ROM at the top of 4 GiB, all ones
+        where nothing answers. (mem_read reads guest RAM itself.)"""
+        self._check_phys(gpa, size)
+        return self._engine.phys_read(gpa, size)
+
+    def phys_write(self, gpa: int, data: bytes) -> None:
+        """Write bytes at gpa as the guest's processor would: a byte that PAM or the ROM does
+        not send to RAM is dropped. (mem_write writes guest RAM itself.)"""
+        data = bytes(data)
+        self._check_phys(gpa, len(data))
+        self._engine.phys_write(gpa, data)
 
     # ---- registers ----------------------------------------------------------------------
     def reg_read(self, name: str) -> int:
@@ -438,6 +457,13 @@ class Machine:
         """The host bridge's PAM registers changed for count 4 KiB pages from gpa
         0xC0000 + page_index * 4 KiB."""
         self._engine.set_pam(page_index, read_ram, write_ram, count)
+
+    def _on_system_reset(self, hard: bool) -> None:
+        """The PIIX3's reset control at 0xCF9: a hard reset puts the chipset (PAM) in its reset
+        state too; either ends the run with Exit.RESET."""
+        if hard and self.host_bridge is not None:
+            self.host_bridge.set_pam(bytes(PAM_REGISTERS))
+        self._on_reset()
 
     def _on_reset(self) -> None:
         self._reset_requested = True

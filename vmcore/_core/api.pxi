@@ -417,6 +417,29 @@ cdef class Engine:
             out[k] = phys_code_byte(self.c, <uint32_t>(gpa + k))
         return bytes(out)
 
+    def phys_read(self, uint32_t gpa, uint32_t size):
+        """``size`` bytes from gpa as the processor's reads see them (PAM, the ROM windows, open
+        bus), without touching the TLB or the counters."""
+        cdef bytearray out = bytearray(size)
+        cdef uint32_t k
+        cdef uint8_t* hva
+        for k in range(size):
+            hva = phys_target(self.c, <uint32_t>(gpa + k), False)
+            out[k] = hva[0] if hva != NULL else 0xFF
+        return bytes(out)
+
+    def phys_write(self, uint32_t gpa, const unsigned char[:] data):
+        """Write data at gpa as the processor's writes land (PAM: RAM or nowhere; the ROM and open
+        bus ignore them); decoded code and traced page tables on the pages follow, as for a
+        guest write."""
+        cdef uint32_t k, n = data.shape[0]
+        cdef uint8_t* hva
+        for k in range(n):
+            hva = phys_target(self.c, <uint32_t>(gpa + k), True)
+            if hva != NULL:
+                hva[0] = data[k]
+        invalidate_gpa_range(self.c, gpa, n)
+
     def code_gpa_of(self, uint32_t gla):
         """gla -> gpa through the guest's page tables, as a supervisor read, without touching
         anything (no accessed bits, no TLB or shadow fill, no fault); None if not present."""

@@ -33,7 +33,7 @@ cdef enum:
     PF_P = 0x1
     PF_W = 0x2
     PF_U = 0x4
-    # the i440FX's programmable attribute map (82441FX datasheet 290549 §3.2.18, PAM0-PAM6):
+    # the i440FX's programmable attribute map (82441FX datasheet 290549, PAM0-PAM6 at 59h-5Fh):
     # 0xC0000-0xFFFFF, decided per 4 KiB page here (the chipset's granule is 16 KiB, 64 KiB at F0000)
     PAM_GPA = 0xC0000
     PAM_SIZE = 0x40000
@@ -463,21 +463,29 @@ cdef int fetch8(Cpu* c, uint32_t gla) noexcept nogil:
         return -1
     return phys_code_byte(c, gpa)
 
+cdef inline uint8_t* phys_target(Cpu* c, uint32_t gpa, bint is_write) noexcept nogil:
+    """Where the processor's read or write of the byte at gpa goes, as mem_slow routes it: RAM,
+    the BIOS ROM in its two windows (reads), or NULL for nothing (reads float high, writes
+    vanish). 0xC0000-0xFFFFF goes where PAM sends that kind of access (pam_access)."""
+    cdef uint32_t p
+    if <uint32_t>(gpa - PAM_GPA) < PAM_SIZE:
+        p = c.pam[(gpa - PAM_GPA) >> 12]
+        if p & (PAM_WRITE_RAM if is_write else PAM_READ_RAM):
+            return c.ram + gpa if gpa < c.ram_size else NULL
+        if is_write or not (c.rom_size and gpa >= c.rom_low_gpa):
+            return NULL
+        return c.rom + rom_low_offset(c, gpa)
+    if c.rom_size and gpa >= <uint32_t>(0 - c.rom_size):
+        return NULL if is_write else c.rom + (gpa - <uint32_t>(0 - c.rom_size))
+    if gpa >= c.ram_size:
+        return NULL
+    return c.ram + gpa
+
 cdef inline int phys_code_byte(Cpu* c, uint32_t gpa) noexcept nogil:
     """The byte an instruction fetch reads at gpa: the BIOS ROM in its two windows, RAM, or
-    all ones where there is nothing (the scanner reads code through this too). Below 1 MiB,
-    0xC0000-0xFFFFF reads where PAM sends reads (pam_access)."""
-    if <uint32_t>(gpa - PAM_GPA) < PAM_SIZE:
-        if c.pam[(gpa - PAM_GPA) >> 12] & PAM_READ_RAM and gpa < c.ram_size:
-            return c.ram[gpa]
-        if c.rom_size and gpa >= c.rom_low_gpa:
-            return c.rom[rom_low_offset(c, gpa)]
-        return 0xFF
-    if c.rom_size and gpa >= <uint32_t>(0 - c.rom_size):
-        return c.rom[gpa - <uint32_t>(0 - c.rom_size)]
-    if gpa >= c.ram_size:
-        return 0xFF
-    return c.ram[gpa]
+    all ones where there is nothing (the scanner reads code through this too)."""
+    cdef uint8_t* hva = phys_target(c, gpa, False)
+    return hva[0] if hva != NULL else 0xFF
 
 # Implicit supervisor accesses (SDM Vol. 3 §4.6): descriptor tables, the TSS, the IDT. They
 # are checked as CPL 0 accesses whatever the CPL, and never cached in the ring-3 TLB.

@@ -20,6 +20,7 @@ from vmcore.devices.bus import PortDevice
 from vmcore.errors import ConfigError
 
 ADDRESS = 0                  # 0xCF8
+RESET_CONTROL = 1            # 0xCF9: a byte access there is the PIIX3's reset control register
 DATA = 4                     # 0xCFC..0xCFF
 ADDR_ENABLE = 0x80000000     # bit 31: the next CONFIG_DATA access is a configuration cycle
 ADDR_BUS_SHIFT, ADDR_DEVICE_SHIFT, ADDR_FUNCTION_SHIFT = 16, 11, 8
@@ -53,7 +54,7 @@ CMD_IO = 0x0001              # I/O space enable
 CMD_SPECIAL_CYCLES = 0x0008
 STATUS_DEVSEL_MEDIUM = 0x0200
 
-# 82441FX PAM0-PAM6 (datasheet 290549 §3.2.18): seven registers, two 4-bit fields each; in a
+# 82441FX PAM0-PAM6 (datasheet 290549, PAM registers at 59h-5Fh): seven registers, two 4-bit fields each; in a
 # field, RE sends reads of its range to DRAM (else to PCI), WE writes (else to PCI). PAM0's low
 # field is reserved; its high field is 0xF0000-0xFFFFF (64 KiB); PAM1-PAM6 cover 0xC0000-0xEFFFF
 # in 16 KiB ranges, low field first.
@@ -174,7 +175,8 @@ class PciHostBridge(PciFunction):
 
 
 class Piix3IsaBridge(PciFunction):
-    """The PIIX3's function 0, its PCI-to-ISA bridge (Intel 82371SB datasheet 290550 §2.2):
+    """The PIIX3's function 0, its PCI-to-ISA bridge (Intel 82371SB datasheet 290550, PCI to
+    ISA bridge configuration registers):
     vendor 8086, device 7000, class 060100, header type 0x80 (multi-function: the IDE and USB
     functions may follow at 01.1, 01.2; vmcore has none of them, so they read as all ones).
     PCICMD reads 0007h (I/O, memory and bus master hardwired on) with special cycles writable;
@@ -222,15 +224,42 @@ class Piix3IsaBridge(PciFunction):
         super().__init__(bytes(config), bytes(mask))
 
 
+class ResetControl:
+    """The PIIX3's reset control register RC at I/O 0xCF9 (82371SB datasheet 290550, RC
+    register, default 00h): SRST (bit 1) chooses a hard reset (PCIRST# and the CPU's RESET: the whole
+    chipset, PAM included, returns to its reset state) or a soft one (INIT: the CPU only); a
+    0-to-1 transition of RCPU (bit 2) performs it: ``on_reset(hard)``. The other bits are
+    reserved (read 0)."""
+
+    SRST = 0x02
+    RCPU = 0x04
+    WRITABLE = SRST | RCPU
+
+    def __init__(self, on_reset: Callable[[bool], object] | None = None):
+        self.on_reset = on_reset
+        self.value = 0
+
+    def read(self) -> int:
+        return self.value
+
+    def write(self, value: int) -> None:
+        rising = value & ~self.value & self.RCPU
+        self.value = value & self.WRITABLE
+        if rising and self.on_reset is not None:
+            self.on_reset(bool(value & self.SRST))
+
+
 class PciConfig(PortDevice):
     """Configuration mechanism #1 at 0xCF8 (8 ports). ``functions`` maps (bus, device,
-    function) to a PciFunction; a new one holds the 440FX host bridge at 00:00.0."""
+    function) to a PciFunction; a new one holds the 440FX host bridge at 00:00.0. A byte
+    access to 0xCF9 reaches ``reset_control`` (the PIIX3's, if the machine has one)."""
 
     max_access_size = 4
 
-    def __init__(self, functions: dict | None = None):
+    def __init__(self, functions: dict | None = None, reset_control: ResetControl | None = None):
         super().__init__()
         self.functions = {(0, 0, 0): PciHostBridge()} if functions is None else dict(functions)
+        self.reset_control = reset_control
         self.address = 0
 
     def _selected(self):
@@ -242,6 +271,8 @@ class PciConfig(PortDevice):
 
     def read(self, offset: int, size: int) -> int:
         if offset < DATA:
+            if offset == RESET_CONTROL and size == 1 and self.reset_control is not None:
+                return self.reset_control.read()
             return self.address if offset == ADDRESS and size == 4 else _ALL_ONES[size]
         k = offset - DATA
         function = self._selected()
@@ -253,6 +284,8 @@ class PciConfig(PortDevice):
         if offset < DATA:
             if offset == ADDRESS and size == 4:
                 self.address = value & ADDR_WRITABLE
+            elif offset == RESET_CONTROL and size == 1 and self.reset_control is not None:
+                self.reset_control.write(value & 0xFF)
             return
         k = offset - DATA
         function = self._selected()
@@ -260,11 +293,16 @@ class PciConfig(PortDevice):
             function.write((self.address & ADDR_REGISTER_MASK) + k, size, value)
 
     def export_state(self) -> dict:
-        return {"address": self.address,
-                "functions": {f"{b:02x}:{d:02x}.{f}": fn.export_state() for (b, d, f), fn in self.functions.items()}}
+        state = {"address": self.address,
+                 "functions": {f"{b:02x}:{d:02x}.{f}": fn.export_state() for (b, d, f), fn in self.functions.items()}}
+        if self.reset_control is not None:
+            state["reset_control"] = self.reset_control.value
+        return state
 
     def restore_state(self, state: dict) -> None:
         self.address = int(state["address"])
+        if self.reset_control is not None:
+            self.reset_control.value = int(state.get("reset_control", 0)) & ResetControl.WRITABLE
         for name, fstate in state["functions"].items():
             bus, rest = name.split(":")
             dev, fn = rest.split(".")
