@@ -181,7 +181,7 @@ cdef struct Cpu:
     int intr_line       # the interrupt controller's INTR output (level)
     int attention       # until_active | intr_line | irq_pending | int_shadow | db_pending | yield_now
     uint32_t a20_mask   # 0xFFEFFFFF while the A20 gate is closed
-    # ROM: mapped at the top of the 4 GiB space, and (read-only) below 1 MiB
+    # ROM: mapped at the top of the 4 GiB space, and (read-only) below 1 MiB where PAM lets it
     uint8_t* rom
     uint32_t rom_size
     uint32_t rom_low_gpa

@@ -623,7 +623,9 @@ cdef class Engine:
 
     def map_rom(self, rom):
         """Map a ROM image (uint8 numpy array, 64 KiB multiple, at most 1 MiB) at the top of
-        memory and its last 128 KiB below 1 MiB. The engine keeps a reference to it."""
+        memory and its last 128 KiB below 1 MiB, and put PAM in its reset state (set_pam: all of
+        0xC0000-0xFFFFF to the PCI side, where that low window answers). The engine keeps a
+        reference to the image."""
         cdef uint8_t[::1] view = rom
         cdef uint32_t size = view.shape[0]
         if size == 0 or size % 0x10000 or size > 0x100000:
