@@ -203,15 +203,19 @@ def test_pam_routes_reads_and_writes(tmp_path):
         m.phys_read(0xFFFFFFFF, 2)
 
 
-def test_a_hard_reset_through_0xcf9_restores_the_pam_reset_state(tmp_path):
+def test_a_hard_reset_through_0xcf9_restores_the_chipset_reset_state(tmp_path):
     (tmp_path / "bios.bin").write_bytes(rom_with({}))
     m = Machine(memory_mb=4)
     m.load_bios(tmp_path / "bios.bin")
     machine_cfg_write(m, 0x58, 4, 0x33333000)
-    assert m._engine.pam_get(63) == (True, True)
+    cfg_write(m.pci, addr(dev=1, reg=0x60), 1, 0x0B)        # PIRQA -> IRQ 11
+    m.bus.write(0xCF9, 1, 0x04)                             # a soft reset (INIT): the chipset keeps its state
+    assert m._engine.pam_get(63) == (True, True) and cfg_read(m.pci, addr(dev=1, reg=0x60), 1) == 0x0B
+    m.bus.write(0xCF9, 1, 0x00)
     m.bus.write(0xCF9, 1, 0x02)
-    m.bus.write(0xCF9, 1, 0x06)
+    m.bus.write(0xCF9, 1, 0x06)                             # a hard reset: PCIRST#
     assert bytes(m.host_bridge.config[0x59:0x60]) == bytes(7) and m._engine.pam_get(63) == (False, False)
+    assert cfg_read(m.pci, addr(dev=1, reg=0x60), 1) == 0x80 and m.bus.read(0xCF9, 1) == 0
 
 
 # ---- TLB, decoded blocks and JIT code follow a PAM change --------------------------------------

@@ -459,10 +459,10 @@ class Machine:
         self._engine.set_pam(page_index, read_ram, write_ram, count)
 
     def _on_system_reset(self, hard: bool) -> None:
-        """The PIIX3's reset control at 0xCF9: a hard reset puts the chipset (PAM) in its reset
-        state too; either ends the run with Exit.RESET."""
-        if hard and self.host_bridge is not None:
-            self.host_bridge.set_pam(bytes(PAM_REGISTERS))
+        """The PIIX3's reset control at 0xCF9: a hard reset puts the PCI functions (PAM
+        included) in their reset state too; either ends the run with Exit.RESET."""
+        if hard:
+            self.pci.reset()
         self._on_reset()
 
     def _on_reset(self) -> None:

@@ -74,7 +74,12 @@ class PciFunction:
     def __init__(self, config: bytes, write_mask: bytes):
         assert len(config) == CONFIG_SPACE and len(write_mask) == CONFIG_SPACE
         self.config = bytearray(config)
+        self.reset_config = bytes(config)
         self.write_mask = bytes(write_mask)
+
+    def reset(self) -> None:
+        """PCIRST#: every register back to its reset value."""
+        self.config = bytearray(self.reset_config)
 
     def read(self, register: int, size: int) -> int:
         return int.from_bytes(self.config[register:register + size], "little")
@@ -173,6 +178,10 @@ class PciHostBridge(PciFunction):
         super().restore_state(state)
         self.apply_pam()
 
+    def reset(self) -> None:
+        super().reset()
+        self.apply_pam()
+
 
 class Piix3IsaBridge(PciFunction):
     """The PIIX3's function 0, its PCI-to-ISA bridge (Intel 82371SB datasheet 290550, PCI to
@@ -226,8 +235,8 @@ class Piix3IsaBridge(PciFunction):
 
 class ResetControl:
     """The PIIX3's reset control register RC at I/O 0xCF9 (82371SB datasheet 290550, RC
-    register, default 00h): SRST (bit 1) chooses a hard reset (PCIRST# and the CPU's RESET: the whole
-    chipset, PAM included, returns to its reset state) or a soft one (INIT: the CPU only); a
+    register, default 00h): SRST (bit 1) chooses a hard reset (PCIRST# and the CPU's RESET: the
+    PCI functions, PAM included, return to their reset state) or a soft one (INIT: the CPU); a
     0-to-1 transition of RCPU (bit 2) performs it: ``on_reset(hard)``. The other bits are
     reserved (read 0)."""
 
@@ -268,6 +277,15 @@ class PciConfig(PortDevice):
         key = ((self.address >> ADDR_BUS_SHIFT) & 0xFF, (self.address >> ADDR_DEVICE_SHIFT) & 0x1F,
                (self.address >> ADDR_FUNCTION_SHIFT) & 0x7)
         return self.functions.get(key)
+
+    def reset(self) -> None:
+        """A hard reset (PCIRST#): the address latch, the reset control register and every
+        function's configuration space back to their reset values."""
+        self.address = 0
+        if self.reset_control is not None:
+            self.reset_control.value = 0
+        for function in self.functions.values():
+            function.reset()
 
     def read(self, offset: int, size: int) -> int:
         if offset < DATA:
