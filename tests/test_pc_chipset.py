@@ -2,7 +2,6 @@
 between shadow RAM and the BIOS ROM (Intel 290549, PAM0-PAM6 at 59h-5Fh), and the PIIX3's
 PCI-to-ISA bridge at 00:01.0 with its reset control register at 0xCF9 (Intel 290550); then
 Debian's SeaBIOS, which shadows itself through PAM before it does anything else."""
-import os
 from pathlib import Path
 
 import pytest
