@@ -47,10 +47,12 @@ def test_code_bytes_reads_the_rom_where_the_fetch_does(tmp_path):
     rom.write_bytes(image)
     m = vmcore.Machine(memory_mb=4, mode="bt")
     m.load_bios(rom)
-    m.mem_write(0x0F0000 - 0x1000, b"\x11" * 16)        # RAM below the ROM's low window
+    m.mem_write(0x0F0000 - 0x1000, b"\x11" * 16)        # RAM below the ROM's low window, behind PAM
     engine = m._engine
     assert engine.code_bytes(0xFFFF0000, 16) == image[:16]          # the ROM at the top of 4 GiB
     assert engine.code_bytes(0x0F0010, 16) == image[0x10:0x20]      # its low window, over zeroed RAM
+    assert engine.code_bytes(0x0EF000, 4) == b"\xff" * 4            # PAM6 = 0: the PCI side, nobody there
+    m.host_bridge.write(0x5F, 1, 0x11)                                 # PAM6: 0xE8000-0xEFFFF read from DRAM
     assert engine.code_bytes(0x0EF000, 4) == b"\x11" * 4            # RAM
     assert engine.code_bytes(0x500000, 4) == b"\xff" * 4            # nothing there: all ones
 

@@ -19,11 +19,12 @@ import numpy as np
 from vmcore._core._core import Engine, REG_NAMES, SEG_NAMES, jit_host_missing
 from vmcore.devices import DebugConsole, DebugExit, KeyboardController, PortBus, SystemControlPortA, Uart16550
 from vmcore.devices import Cmos, CoprocessorPorts, PciConfig, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB
-from vmcore.devices import TimerSet
+from vmcore.devices import PciHostBridge, Piix3IsaBridge, TimerSet
 from vmcore.devices.clock import Clock, HostClock, make_clock
 from vmcore.devices.disk import DiskImage
 from vmcore.devices.ide import (COMMAND_BLOCK_REGISTERS, CONTROL, PRIMARY_COMMAND_PORT, PRIMARY_CONTROL_PORT,
                                 IdeController, PiixIdeFunction)
+from vmcore.devices.pci import PAM_REGISTERS, ResetControl
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
 from vmcore.loaders.flat import load_flat
 from vmcore.loaders.multiboot import load_multiboot
@@ -39,6 +40,8 @@ DEFAULT_ENGINE = "jit" if jit_host_missing() is None else "interp"
 # independent check: tests/test_bt_classify.py; $VMCORE_CLASSIFIER overrides)
 CLASSIFIERS = ("engine", "scanner")
 DEFAULT_CLASSIFIER = "engine"
+# PAM0-PAM6 with every range read/write DRAM (PAM0's low field is reserved)
+PAM_ALL_RAM = bytes((0x30,)) + bytes((0x33,)) * (PAM_REGISTERS - 1)
 CPU_MODELS = ("i686", "80386", "80286")   # what differs: vmcore/_core/api.pxi set_cpu_model
 TSC_KINDS = ("instructions", "clock")     # what the time stamp counter counts (Machine's tsc=)
 
@@ -88,7 +91,7 @@ class Exit(enum.Enum):
     UNTIL = "until"               # EIP reached `until`
     STOPPED = "stopped"           # Machine.stop() from a hook
     UNIMPLEMENTED = "unimplemented"  # a valid instruction the engine does not implement yet
-    RESET = "reset"               # the guest pulsed the CPU reset line (8042 or port 0x92)
+    RESET = "reset"               # the guest pulsed the CPU reset line (8042, port 0x92 or 0xCF9)
 
 
 @dataclass
@@ -221,6 +224,7 @@ class Machine:
         self._set_tsc(tsc or "instructions")
         self.pic = self.pit = self.cmos = self.port_b = self.post = self.kbc = self.pci = self.fpu_ports = None
         self.ide = None                      # the primary IDE channel, once attach_disk gave it a drive
+        self.host_bridge = None
         self._intr = False
         self._halted = False                 # in HLT with IF = 1, waiting for an interrupt
         if devices:
@@ -232,7 +236,13 @@ class Machine:
             self.bus.attach(0x60, 1, kbc, name="i8042")
             self.bus.attach(0x64, 1, PortWindow(kbc, 4), name="i8042-command")
             self.kbc = kbc
-            self.pci = PciConfig()
+            # 00:00.0 the 440FX host bridge, whose PAM registers route 0xC0000-0xFFFFF in the
+            # engine; 00:01.0 the PIIX3's ISA bridge. Without a BIOS, PAM starts as the firmware
+            # a direct boot stands in for leaves it: all RAM (load_bios puts the reset value 0)
+            self.host_bridge = PciHostBridge(on_pam=_weak(self._on_pam))
+            self.host_bridge.set_pam(PAM_ALL_RAM)
+            self.pci = PciConfig({(0, 0, 0): self.host_bridge, (0, 1, 0): Piix3IsaBridge()},
+                                 reset_control=ResetControl(_weak(self._on_system_reset)))
             self.bus.attach(0xCF8, 8, self.pci, name="pci-config")
             self.pic = PicPair(_weak(self.set_intr))
             self.bus.attach(0x20, 2, self.pic.master, name="pic-master")
@@ -285,6 +295,24 @@ class Machine:
         self._check_range(gpa, len(data))
         self.memory[gpa:gpa + len(data)] = np.frombuffer(data, dtype=np.uint8)
         self._engine.notify_host_write(gpa, len(data))
+
+    def _check_phys(self, gpa: int, size: int) -> None:
+        if gpa < 0 or size < 0 or gpa + size > 1 << 32:
+            raise GuestMemoryError(f"gpa range {gpa:#x}..{gpa + size:#x} is outside the 4 GiB physical space")
+
+    def phys_read(self, gpa: int, size: int) -> bytes:
+        """Bytes at gpa as the guest's processor reads them: where PAM sends reads of
+        0xC0000-0xFFFFF (RAM or the ROM's low window), the ROM at the top of 4 GiB, all ones
+        where nothing answers. (mem_read reads guest RAM itself.)"""
+        self._check_phys(gpa, size)
+        return self._engine.phys_read(gpa, size)
+
+    def phys_write(self, gpa: int, data: bytes) -> None:
+        """Write bytes at gpa as the guest's processor would: a byte that PAM or the ROM does
+        not send to RAM is dropped. (mem_write writes guest RAM itself.)"""
+        data = bytes(data)
+        self._check_phys(gpa, len(data))
+        self._engine.phys_write(gpa, data)
 
     # ---- registers ----------------------------------------------------------------------
     def reg_read(self, name: str) -> int:
@@ -410,7 +438,9 @@ class Machine:
             raise LoaderError(f"{p}: a ROM image must be a non-empty multiple of 64 KiB up to 1 MiB, "
                               f"not {len(data)} bytes")
         self.rom = np.frombuffer(bytearray(data), dtype=np.uint8)
-        self._engine.map_rom(self.rom)
+        self._engine.map_rom(self.rom)      # PAM as at power-on: 0xC0000-0xFFFFF to the PCI side
+        if self.host_bridge is not None:
+            self.host_bridge.set_pam(bytes(PAM_REGISTERS))
         self.reset()
 
     def attach_disk(self, path, write: bool = False) -> IdeController:
@@ -449,6 +479,18 @@ class Machine:
 
     def _on_debug_exit(self, status: int) -> None:
         self._debug_exit_status = status
+
+    def _on_pam(self, page_index: int, count: int, read_ram: bool, write_ram: bool) -> None:
+        """The host bridge's PAM registers changed for count 4 KiB pages from gpa
+        0xC0000 + page_index * 4 KiB."""
+        self._engine.set_pam(page_index, read_ram, write_ram, count)
+
+    def _on_system_reset(self, hard: bool) -> None:
+        """The PIIX3's reset control at 0xCF9: a hard reset puts the PCI functions (PAM
+        included) in their reset state too; either ends the run with Exit.RESET."""
+        if hard:
+            self.pci.reset()
+        self._on_reset()
 
     def _on_reset(self) -> None:
         self._reset_requested = True

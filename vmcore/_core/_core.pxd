@@ -181,10 +181,13 @@ cdef struct Cpu:
     int intr_line       # the interrupt controller's INTR output (level)
     int attention       # until_active | intr_line | irq_pending | int_shadow | db_pending | yield_now
     uint32_t a20_mask   # 0xFFEFFFFF while the A20 gate is closed
-    # ROM: mapped at the top of the 4 GiB space, and (read-only) below 1 MiB
+    # ROM: mapped at the top of the 4 GiB space, and (read-only) below 1 MiB where PAM lets it
     uint8_t* rom
     uint32_t rom_size
     uint32_t rom_low_gpa
+    # i440FX PAM (memory.pxi pam_access): per 4 KiB page of gpa 0xC0000-0xFFFFF, PAM_READ_RAM |
+    # PAM_WRITE_RAM; a clear bit sends that access to the ROM's low window (or open bus)
+    uint8_t pam[64]
     # counters
     uint64_t icount
     uint64_t n_irqs

@@ -58,6 +58,7 @@ cdef class Engine:
                 and self.c.pt_users and self.c.pt_rmap):
             raise MemoryError("block cache")
         self.c.a20_mask = 0xFFFFFFFFU       # A20 open, as QEMU's PC starts
+        memset(self.c.pam, PAM_RAM, PAM_PAGES)  # no chipset, no ROM: 0xC0000-0xFFFFF is RAM
         tlb_flush_all(self.c)
         self.c.n_tlb_flushes = 0
         self.set_cpu_model("i686")
@@ -416,6 +417,29 @@ cdef class Engine:
             out[k] = phys_code_byte(self.c, <uint32_t>(gpa + k))
         return bytes(out)
 
+    def phys_read(self, uint32_t gpa, uint32_t size):
+        """``size`` bytes from gpa as the processor's reads see them (PAM, the ROM windows, open
+        bus), without touching the TLB or the counters."""
+        cdef bytearray out = bytearray(size)
+        cdef uint32_t k
+        cdef uint8_t* hva
+        for k in range(size):
+            hva = phys_target(self.c, <uint32_t>(gpa + k), False)
+            out[k] = hva[0] if hva != NULL else 0xFF
+        return bytes(out)
+
+    def phys_write(self, uint32_t gpa, const unsigned char[:] data):
+        """Write data at gpa as the processor's writes land (PAM: RAM or nowhere; the ROM and open
+        bus ignore them); decoded code and traced page tables on the pages follow, as for a
+        guest write."""
+        cdef uint32_t k, n = data.shape[0]
+        cdef uint8_t* hva
+        for k in range(n):
+            hva = phys_target(self.c, <uint32_t>(gpa + k), True)
+            if hva != NULL:
+                hva[0] = data[k]
+        invalidate_gpa_range(self.c, gpa, n)
+
     def code_gpa_of(self, uint32_t gla):
         """gla -> gpa through the guest's page tables, as a supervisor read, without touching
         anything (no accessed bits, no TLB or shadow fill, no fault); None if not present."""
@@ -601,7 +625,9 @@ cdef class Engine:
 
     def map_rom(self, rom):
         """Map a ROM image (uint8 numpy array, 64 KiB multiple, at most 1 MiB) at the top of
-        memory and its last 128 KiB below 1 MiB. The engine keeps a reference to it."""
+        memory and its last 128 KiB below 1 MiB, and put PAM in its reset state (set_pam: all of
+        0xC0000-0xFFFFF to the PCI side, where that low window answers). The engine keeps a
+        reference to the image."""
         cdef uint8_t[::1] view = rom
         cdef uint32_t size = view.shape[0]
         if size == 0 or size % 0x10000 or size > 0x100000:
@@ -610,10 +636,43 @@ cdef class Engine:
         self.c.rom = &view[0]
         self.c.rom_size = size
         self.c.rom_low_gpa = 0x100000 - (size if size < 0x20000 else 0x20000)
+        # the chipset's reset state (PAM all 0): 0xC0000-0xFFFFF reads and writes go to the
+        # PCI side, where the ROM's low window answers
+        memset(self.c.pam, 0, PAM_PAGES)
         if self.c.jit != NULL:
             (<JitState*>self.c.jit).window_ready = 0     # the low ROM window leaves the JIT's window
         tlb_flush_all(self.c)
         cache_flush(self.c)
+
+    def set_pam(self, int page_index, bint read_ram, bint write_ram, int count=1):
+        """Route reads and writes of ``count`` 4 KiB pages of 0xC0000-0xFFFFF, from page
+        ``page_index`` (0 = gpa 0xC0000, 63 = 0xFF000) on, to RAM or to the PCI side (the ROM's
+        low window, else open bus), as the i440FX PAM registers do. Every cached view of a page
+        that changes goes: the TLBs (the JIT's paged views with them), the blocks decoded from
+        it and their translations, its mapping in the JIT's window."""
+        cdef Cpu* c = self.c
+        cdef int k
+        cdef uint8_t want = (PAM_READ_RAM if read_ram else 0) | (PAM_WRITE_RAM if write_ram else 0)
+        cdef bint changed = False
+        if count < 1 or page_index < 0 or page_index + count > PAM_PAGES:
+            raise ValueError(f"PAM pages {page_index}..{page_index + count - 1} are outside 0..{PAM_PAGES - 1}")
+        for k in range(page_index, page_index + count):
+            if c.pam[k] == want:
+                continue
+            c.pam[k] = want
+            changed = True
+            if (PAM_GPA >> 12) + k < c.ram_pages and c.code_map[(PAM_GPA >> 12) + k]:
+                invalidate_code(c, (PAM_GPA >> 12) + k)   # its code bytes may now come from elsewhere
+        if changed:
+            tlb_flush_all(c)
+            if c.jit != NULL:
+                (<JitState*>c.jit).window_ready = 0     # jit_window_sync maps it or leaves it out
+
+    def pam_get(self, int page_index):
+        """(read_ram, write_ram) of PAM page page_index (0 = gpa 0xC0000)."""
+        if not 0 <= page_index < PAM_PAGES:
+            raise ValueError(f"PAM page {page_index} is outside 0..{PAM_PAGES - 1}")
+        return bool(self.c.pam[page_index] & PAM_READ_RAM), bool(self.c.pam[page_index] & PAM_WRITE_RAM)
 
     def gdtr_set(self, uint32_t base, uint32_t limit):
         self.c.gdtr_base = base

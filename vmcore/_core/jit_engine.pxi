@@ -128,17 +128,19 @@ cdef inline uint64_t mono_ns() noexcept nogil:
     return <uint64_t>t.tv_sec * 1000000000ULL + <uint64_t>t.tv_nsec
 
 cdef inline bint rom_page(Cpu* c, uint32_t page) noexcept nogil:
-    return c.rom_size != 0 and (c.rom_low_gpa >> 12) <= page < 0x100
+    """A gpa page in 0xC0000-0xFFFFF whose PAM state does not send both reads and writes to RAM
+    (the ROM's low window, open bus, read-only or write-only shadow RAM): the JIT never maps,
+    translates or fills it; the interpreter's pam_access serves it."""
+    return <uint32_t>(page - (PAM_GPA >> 12)) < PAM_PAGES and c.pam[page - (PAM_GPA >> 12)] != PAM_RAM
 
 cdef void jit_window_sync(Cpu* c) noexcept nogil:
     """Paging off: guest-linear = guest-physical. RAM read-write, decoded-code pages read-only, the
-    low ROM window unmapped."""
+    pages of 0xC0000-0xFFFFF that PAM does not give to RAM unmapped."""
     cdef JitState* J = <JitState*>c.jit
-    cdef uint32_t page, lo
+    cdef uint32_t page
     vmw_map_range(&J.win, 0, 0, c.ram_pages, PROT_READ | PROT_WRITE)
-    if c.rom_size:
-        lo = c.rom_low_gpa >> 12
-        for page in range(lo, 0x100 if 0x100 < c.ram_pages else c.ram_pages):
+    for page in range(PAM_GPA >> 12, (PAM_GPA + PAM_SIZE) >> 12):
+        if page < c.ram_pages and rom_page(c, page):
             vmw_unmap(&J.win, page)
     for page in range(c.ram_pages):
         if c.code_map[page] and not rom_page(c, page):

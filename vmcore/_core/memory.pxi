@@ -33,6 +33,14 @@ cdef enum:
     PF_P = 0x1
     PF_W = 0x2
     PF_U = 0x4
+    # the i440FX's programmable attribute map (82441FX datasheet 290549, PAM0-PAM6 at 59h-5Fh):
+    # 0xC0000-0xFFFFF, decided per 4 KiB page here (the chipset's granule is 16 KiB, 64 KiB at F0000)
+    PAM_GPA = 0xC0000
+    PAM_SIZE = 0x40000
+    PAM_PAGES = 64
+    PAM_READ_RAM = 1          # RE: reads go to DRAM, else to the PCI side (the ROM's low window)
+    PAM_WRITE_RAM = 2         # WE: writes go to DRAM, else to the PCI side (discarded)
+    PAM_RAM = 3
 
 cdef void tlb_flush_all(Cpu* c) noexcept nogil:
     cdef int k, t
@@ -231,8 +239,10 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
     if translate_full(c, gla, is_write, &gpa, &writable, &is_global):
         return RC_FAULT
     c.n_tlb_misses += 1
-    if c.rom_size and (gpa >= <uint32_t>(0 - c.rom_size) or
-                       (c.rom_low_gpa <= gpa < 0x100000)):
+    if <uint32_t>(gpa - PAM_GPA) < PAM_SIZE:
+        if c.pam[(gpa - PAM_GPA) >> 12] != PAM_RAM:
+            return pam_access(c, gla, gpa, size, is_write, val, is_global)
+    elif c.rom_size and gpa >= <uint32_t>(0 - c.rom_size):
         return rom_access(c, gla, gpa, size, is_write, val)
     if gpa >= c.ram_size or c.ram_size - gpa < size:
         # nothing there: reads float high, writes vanish (open bus)
@@ -252,18 +262,74 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
                 invalidate_code(c, page)
         if c.code_map[page] == 0 and writable and not c.traced[page]:
             e.tag_w = gla & 0xFFFFF000U
-        if size == 1:
-            hva[0] = <uint8_t>val[0]
-        elif size == 2:
-            memcpy(hva, val, 2)
-        else:
-            memcpy(hva, val, 4)
-        if c.traced[page]:
-            shadow_trace_write(c, gpa, size)     # a guest page-table write (shadow.pxi)
+        ram_store(c, gpa, size, val[0])
     else:
         v = 0
         memcpy(&v, hva, size)
         val[0] = v
+    return 0
+
+cdef inline void ram_store(Cpu* c, uint32_t gpa, uint32_t size, uint32_t v) noexcept nogil:
+    """Store size bytes at gpa (in RAM, within one page) once the code map has been served."""
+    cdef uint8_t* hva = c.ram + gpa
+    if size == 1:
+        hva[0] = <uint8_t>v
+    elif size == 2:
+        memcpy(hva, &v, 2)
+    else:
+        memcpy(hva, &v, 4)
+    if c.traced[gpa >> 12]:
+        shadow_trace_write(c, gpa, size)     # a guest page-table write (shadow.pxi)
+
+cdef inline uint32_t rom_low_offset(Cpu* c, uint32_t gpa) noexcept nogil:
+    """The ROM byte behind gpa in the low window [rom_low_gpa, 1 MiB): its last 128 KiB."""
+    return c.rom_size - (0x100000 - gpa)
+
+cdef inline int pam_nothing(Cpu* c, uint32_t size, int is_write, uint32_t* val) noexcept nogil:
+    """The PCI side with nobody there (no option ROM): reads float high, writes vanish."""
+    if is_write:
+        c.n_unmapped_writes += 1
+    else:
+        c.n_unmapped_reads += 1
+        val[0] = 0xFFFFFFFFU >> (32 - 8 * size)
+    return 0
+
+cdef int pam_access(Cpu* c, uint32_t gla, uint32_t gpa, uint32_t size, int is_write, uint32_t* val,
+                    uint32_t is_global) noexcept nogil:
+    """An access to 0xC0000-0xFFFFF on a page whose PAM bits are not both set: the access that
+    goes to DRAM does, the other goes to the PCI side, where the ROM's low window answers reads
+    (writes to it vanish) and, below it, nothing does (reads float high). The TLB caches only
+    what the PAM state cannot contradict: a page whose reads go to one place and whose writes
+    do not go there too keeps writes on this path; a page that reads the ROM but writes RAM is
+    not cached at all."""
+    cdef uint32_t p = c.pam[(gpa - PAM_GPA) >> 12]
+    cdef uint32_t page = gpa >> 12
+    cdef uint32_t v = 0
+    cdef bint rom_here = c.rom_size != 0 and gpa >= c.rom_low_gpa
+    if gpa >= c.ram_size:
+        p = 0                   # less than 1 MiB of RAM: no DRAM behind this page
+        if not rom_here:
+            return pam_nothing(c, size, is_write, val)
+    if is_write:
+        if p & PAM_WRITE_RAM:
+            if c.code_map[page] & chunk_bits(gpa & 0xFFF, size):
+                invalidate_code(c, page)
+            ram_store(c, gpa, size, val[0])
+        elif rom_here:
+            c.n_rom_writes += 1
+        else:
+            return pam_nothing(c, size, is_write, val)
+        return 0
+    if p & PAM_READ_RAM:
+        tlb_fill_ram(c, gla, page, is_global).tag_w = 1        # reads only
+        memcpy(&v, c.ram + gpa, size)
+    elif not rom_here:
+        return pam_nothing(c, size, is_write, val)
+    elif p == 0:
+        return rom_access(c, gla, gpa, size, 0, val)
+    else:
+        memcpy(&v, c.rom + rom_low_offset(c, gpa), size)
+    val[0] = v
     return 0
 
 cdef inline TlbEntry* tlb_fill_ram(Cpu* c, uint32_t gla, uint32_t page, uint32_t is_global) noexcept nogil:
@@ -288,13 +354,14 @@ cdef inline TlbEntry* tlb_for_fill(Cpu* c, uint32_t gla) noexcept nogil:
 
 cdef int rom_access(Cpu* c, uint32_t gla, uint32_t gpa, uint32_t size, int is_write, uint32_t* val) noexcept nogil:
     """The BIOS ROM: at the top of the 4 GiB space and, below 1 MiB, its last 128 KiB
-    (or all of it if smaller), as a PC maps it. Writes are ignored; reads hit the TLB."""
+    (or all of it if smaller), as a PC maps it (the low window where PAM sends both reads and
+    writes to the PCI side). Writes are ignored; reads hit the TLB."""
     cdef uint32_t off
     cdef TlbEntry* e
     if gpa >= <uint32_t>(0 - c.rom_size):
         off = gpa - <uint32_t>(0 - c.rom_size)
     else:
-        off = c.rom_size - (0x100000 - gpa)
+        off = rom_low_offset(c, gpa)
     if is_write:
         c.n_rom_writes += 1
         return 0
@@ -396,16 +463,29 @@ cdef int fetch8(Cpu* c, uint32_t gla) noexcept nogil:
         return -1
     return phys_code_byte(c, gpa)
 
+cdef inline uint8_t* phys_target(Cpu* c, uint32_t gpa, bint is_write) noexcept nogil:
+    """Where the processor's read or write of the byte at gpa goes, as mem_slow routes it: RAM,
+    the BIOS ROM in its two windows (reads), or NULL for nothing (reads float high, writes
+    vanish). 0xC0000-0xFFFFF goes where PAM sends that kind of access (pam_access)."""
+    cdef uint32_t p
+    if <uint32_t>(gpa - PAM_GPA) < PAM_SIZE:
+        p = c.pam[(gpa - PAM_GPA) >> 12]
+        if p & (PAM_WRITE_RAM if is_write else PAM_READ_RAM):
+            return c.ram + gpa if gpa < c.ram_size else NULL
+        if is_write or not (c.rom_size and gpa >= c.rom_low_gpa):
+            return NULL
+        return c.rom + rom_low_offset(c, gpa)
+    if c.rom_size and gpa >= <uint32_t>(0 - c.rom_size):
+        return NULL if is_write else c.rom + (gpa - <uint32_t>(0 - c.rom_size))
+    if gpa >= c.ram_size:
+        return NULL
+    return c.ram + gpa
+
 cdef inline int phys_code_byte(Cpu* c, uint32_t gpa) noexcept nogil:
     """The byte an instruction fetch reads at gpa: the BIOS ROM in its two windows, RAM, or
     all ones where there is nothing (the scanner reads code through this too)."""
-    if c.rom_size and (gpa >= <uint32_t>(0 - c.rom_size) or (c.rom_low_gpa <= gpa < 0x100000)):
-        if gpa >= <uint32_t>(0 - c.rom_size):
-            return c.rom[gpa - <uint32_t>(0 - c.rom_size)]
-        return c.rom[c.rom_size - (0x100000 - gpa)]
-    if gpa >= c.ram_size:
-        return 0xFF
-    return c.ram[gpa]
+    cdef uint8_t* hva = phys_target(c, gpa, False)
+    return hva[0] if hva != NULL else 0xFF
 
 # Implicit supervisor accesses (SDM Vol. 3 §4.6): descriptor tables, the TSS, the IDT. They
 # are checked as CPL 0 accesses whatever the CPL, and never cached in the ring-3 TLB.
