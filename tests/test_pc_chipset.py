@@ -417,3 +417,37 @@ def test_seabios_shadows_itself_and_runs_its_post(mode):
     r2 = m.run(count=20_000_000, timeout=120)
     assert r2.exit is Exit.RESET, r2.reason
     assert log_bytes.decode(errors="replace").count("RamSize: 0x04000000 [cmos]") == 2
+
+
+BOOT_SECTOR_CODE = bytes.fromhex(
+    "fa"                     # cli                     (so that HLT ends the run)
+    "31 c0 8e d8"            # xor ax, ax ; mov ds, ax
+    "be 20 7c"               # mov si, 0x7c20          the message
+    "ac"                     # next: lodsb
+    "84 c0 74 04"            # test al, al ; jz done
+    "e6 e9"                  # out 0xe9, al            vmcore's debug console
+    "eb f7"                  # jmp next
+    "f4 eb fd")              # done: hlt ; jmp done
+
+
+@pytest.mark.skipif(not SEABIOS.exists(), reason=f"{SEABIOS} is missing (apt-get install seabios)")
+@pytest.mark.parametrize("mode", ["bare", "bt"])
+def test_seabios_boots_the_ide_disk(tmp_path, mode):
+    """SeaBIOS finds the ATA disk through the PIIX3 IDE function (00:01.1), reads its boot sector
+    (INT 13h over the IDE ports) to 0000:7C00 and jumps to it; the same run in bare and bt."""
+    sector = bytearray(512)
+    sector[:len(BOOT_SECTOR_CODE)] = BOOT_SECTOR_CODE
+    sector[0x20:0x20 + 12] = b"BOOT SECTOR\0"
+    sector[510:512] = b"\x55\xaa"
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(sector) + bytes(512 * 2047))                 # 1 MiB
+    m, log_bytes = seabios_machine(mode)
+    m.attach_disk(image)
+    r = m.run(count=50_000_000, timeout=120)
+    log = log_bytes.decode(errors="replace")
+    assert r.exit is Exit.HLT and r.eip == 0x7C12, (r.reason, log[-1500:])  # past the HLT at 7C11
+    assert r.console == "BOOT SECTOR"
+    assert "ata0-0: VMCORE HARDDISK ATA-6 Hard-Disk (1 MiBytes)" in log
+    assert "Booting from Hard Disk..." in log and "Booting from 0000:7c00" in log
+    assert m.ide.disk.path == image and image.read_bytes()[:512] == bytes(sector)    # overlay: file untouched
+    assert 1_000_000 < r.instructions < 50_000_000

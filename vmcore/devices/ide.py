@@ -607,8 +607,9 @@ class PiixIdeFunction(PciFunction):
     (IDE, function 1)"): vendor 8086, device 7010, class 01 01 80 (mass storage, IDE, bus-master
     capable, both channels in legacy mode: the ports are fixed at 0x1F0/0x3F6 and 0x170/0x376,
     IRQ 14 and 15, and not moved by any register). PCICMD I/O space and bus master bits, the
-    latency timer (bits 7:4), BMIBA (bits 15:4: a 16-byte I/O BAR, so writing all ones reads
-    back 0000FFF1h, the size probe) and the timing registers IDETIM 40h-43h and SIDETIM 44h are
+    latency timer (bits 7:4), BMIBA (a 16-byte I/O BAR: writing all ones reads back FFFFFFF1h,
+    the size probe, as on QEMU, whose SeaBIOS sizes I/O BARs over 32 bits; the datasheet's
+    PIIX3 hardwires bits 31:16 to 0) and the timing registers IDETIM 40h-43h and SIDETIM 44h are
     writable, all plain storage: decoding does not follow PCICMD or IDETIM's decode enable bit
     (as in QEMU), and no bus-master DMA engine sits behind BMIBA."""
 
@@ -626,6 +627,6 @@ class PiixIdeFunction(PciFunction):
         mask = bytearray(CONFIG_SPACE)
         mask[CFG_COMMAND] = CMD_IO_SPACE | CMD_BUS_MASTER
         mask[CFG_LATENCY_TIMER] = 0xF0
-        mask[CFG_BMIBA:CFG_BMIBA + 4] = (0x0000FFF0).to_bytes(4, "little")
+        mask[CFG_BMIBA:CFG_BMIBA + 4] = (0xFFFFFFF0).to_bytes(4, "little")
         mask[CFG_IDETIM_PRIMARY:CFG_SIDETIM + 1] = b"\xFF" * (CFG_SIDETIM + 1 - CFG_IDETIM_PRIMARY)
         super().__init__(bytes(config), bytes(mask))
