@@ -22,6 +22,7 @@ from vmcore.devices import Cmos, CoprocessorPorts, PciConfig, PicPair, Pit8254, 
 from vmcore.devices import TimerSet
 from vmcore.devices.clock import Clock, HostClock, make_clock
 from vmcore.devices.disk import DiskImage
+from vmcore.devices.mmio import MmioBus
 from vmcore.devices.ide import (COMMAND_BLOCK_REGISTERS, CONTROL, PRIMARY_COMMAND_PORT, PRIMARY_CONTROL_PORT,
                                 IdeController, PiixIdeFunction)
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
@@ -47,7 +48,7 @@ HOOK_IO_IN = 2
 
 # engine exit codes (vmcore/_core/defs.pxi)
 (_EXIT_HLT, _EXIT_IO, _EXIT_BUDGET, _EXIT_SHUTDOWN, _EXIT_UNTIL, _EXIT_INTERNAL, _EXIT_UNIMPLEMENTED,
- _EXIT_INTR, _EXIT_TRANSLATE, _EXIT_FERR) = range(1, 11)
+ _EXIT_INTR, _EXIT_TRANSLATE, _EXIT_FERR, _EXIT_MMIO) = range(1, 12)
 
 # instructions per engine.run() call: bounds how late a timeout is noticed
 _SLICE = 1 << 22
@@ -203,11 +204,12 @@ class Machine:
         self._reset_requested = False
         self.rom = None
         self._exits = {e: 0 for e in ("io", "hlt", "budget", "shutdown", "until", "unimplemented", "intr",
-                                       "translate", "ferr")}
+                                       "translate", "ferr", "mmio")}
         # the interrupt controller: an object with acknowledge() -> vector, which lowers or
         # keeps the INTR line through set_intr(); None until one is attached
         self.interrupt_controller = None
         self.bus = PortBus()
+        self.mmio = MmioBus(self._engine)    # memory-mapped devices (vmcore/devices/mmio.py)
         self.uart = Uart16550(sink=self._console.extend)
         self.clock = make_clock(clock)
         if self.clock.virtual and getattr(self.clock, "icount", True) is None:
@@ -549,6 +551,12 @@ class Machine:
                     self._supervisor.translate_miss()
                 elif code == _EXIT_BUDGET:
                     self._exits["budget"] += 1
+                elif code == _EXIT_MMIO:
+                    self._exits["mmio"] += 1
+                    self.mmio.service()
+                    if self._reset_requested:
+                        self._reset_requested = False
+                        exit_kind, reason = Exit.RESET, "the guest pulsed the CPU reset line"
                 elif code == _EXIT_FERR:
                     self._exits["ferr"] += 1
                     if self.fpu_ports is not None:
@@ -626,6 +634,10 @@ class Machine:
         if code == _EXIT_IO:
             port, size, is_in, value = self._engine.io_request()
             return f"io {'in' if is_in else 'out'} port={port:#x} size={size}" + ("" if is_in else f" value={value:#x}")
+        if code == _EXIT_MMIO:
+            gpa, size, is_write, value = self._engine.mmio_request()
+            return (f"mmio {'write' if is_write else 'read'} gpa={gpa:#x} size={size}"
+                    + (f" value={value:#x}" if is_write else ""))
         names = {_EXIT_HLT: "hlt", _EXIT_BUDGET: "budget", _EXIT_SHUTDOWN: "shutdown", _EXIT_UNTIL: "until",
                  _EXIT_UNIMPLEMENTED: "unimplemented", _EXIT_FERR: "ferr"}
         return f"{names.get(code, code)} eip={eip:#x} icount={self._engine.icount}"
@@ -679,6 +691,7 @@ class Machine:
         s.update(self._engine.jit_stats())
         s.update({f"exits_{k}": v for k, v in self._exits.items()})
         s.update({f"bus_{k}": v for k, v in self.bus.stats.items()})
+        s.update({f"mmio_bus_{k}": v for k, v in self.mmio.stats.items()})
         if self.mode != "bare":
             s.update(monitor_stats(self._engine, self._supervisor))
         return s
