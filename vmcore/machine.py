@@ -153,11 +153,17 @@ class Machine:
     RTC: the instruction count plus the time HLT and I/O cycles let pass under the virtual
     clock, 1 GHz host time under the host clock; an OS calibrating its TSC needs this).
     None: "instructions", until load_linux makes it "clock".
+
+    ``apic=True`` adds the local APIC at gpa 0xFEE00000 (``lapic``, vmcore/devices/lapic.py) and the
+    I/O APIC at 0xFEC00000 (``ioapic``, vmcore/devices/ioapic.py), both memory-mapped (MMIO exits):
+    CPUID reports the APIC, IA32_APIC_BASE enables it, the PIC's INTR reaches the CPU through LINT0
+    (virtual wire) and every ISA IRQ line also drives its I/O APIC pin (IRQ 0 on pin 2). Off by
+    default: the CPU then has no APIC (CPUID.1:EDX[9] clear), as existing guests have always seen it.
     """
 
     def __init__(self, memory_mb: int = 64, mode: str | None = None, cpu: str = "i686", devices: bool = True,
                  clock: str | Clock = "virtual", tsc: str | None = None, engine: str | None = None,
-                 classifier: str | None = None):
+                 classifier: str | None = None, apic: bool = False):
         if engine is None:
             engine = os.environ.get("VMCORE_ENGINE", DEFAULT_ENGINE)
         if engine not in ENGINES:
@@ -223,6 +229,7 @@ class Machine:
         self._set_tsc(tsc or "instructions")
         self.pic = self.pit = self.cmos = self.port_b = self.post = self.kbc = self.pci = self.fpu_ports = None
         self.ide = None                      # the primary IDE channel, once attach_disk gave it a drive
+        self.lapic = self.ioapic = None      # apic=True
         self._intr = False
         self._halted = False                 # in HLT with IF = 1, waiting for an interrupt
         if devices:
@@ -258,12 +265,53 @@ class Machine:
             self.pic.connect(13, self.fpu_ports.irq)       # FERR# (CR0.NE = 0)
             self.timers.add(self.pit)
             self.timers.add(self.cmos)
-            irq_of = {id(self.pit): 0, id(self.cmos): 8}
-            pic = self.pic
-            self.timers.wakeable = lambda device: pic.can_interrupt(irq_of[id(device)])
-            self.interrupt_controller = pic
+            self.interrupt_controller = self.pic
+            if apic:
+                self._attach_apics()
+            self.timers.wakeable = self._timer_can_wake
+        elif apic:
+            raise ConfigError("apic=True needs the PC devices (a Machine made with devices=True)")
         self.boot_info = None
         self.exit_trace: Callable[[str], None] | None = None   # called with a line per engine exit
+
+    def _attach_apics(self) -> None:
+        """The local APIC between the PIC and the CPU, the I/O APIC on the ISA IRQ lines."""
+        from vmcore.devices.ioapic import IOAPIC_GPA, IOAPIC_SIZE, IoApic, isa_pin
+        from vmcore.devices.lapic import LAPIC_GPA, LAPIC_SIZE, LocalApic
+
+        engine = self._engine
+        engine.apic_present = True
+        lapic = LocalApic(self.clock, apic_base=lambda: engine.msr_apic_base, set_intr=_weak(self.set_intr),
+                          pic=self.pic)
+        self.pic.set_intr = lapic.pic_intr          # the master's INT on LINT0
+        ioapic = IoApic(deliver=lapic.accept)
+        lapic.on_eoi = ioapic.eoi
+        self.mmio.attach(LAPIC_GPA, LAPIC_SIZE, lapic, name="lapic")
+        self.mmio.attach(IOAPIC_GPA, IOAPIC_SIZE, ioapic, name="ioapic")
+        for irq, line in self.pic.lines.items():
+            ioapic.connect(isa_pin(irq), line)
+        self.timers.add(lapic)
+        self.lapic, self.ioapic = lapic, ioapic
+        self.interrupt_controller = lapic
+
+    def _connect_irq(self, irq: int, line) -> None:
+        """An ISA IRQ line: to the PIC and, with the APICs, to its I/O APIC pin."""
+        self.pic.connect(irq, line)
+        if self.ioapic is not None:
+            from vmcore.devices.ioapic import isa_pin
+            self.ioapic.connect(isa_pin(irq), line)
+
+    def _timer_can_wake(self, device) -> bool:
+        """Can a time-driven device's next request reach the CPU (a halted CPU waits for it)?"""
+        if device is self.lapic:
+            return self.lapic.timer_can_interrupt()
+        irq = 0 if device is self.pit else 8
+        if self.pic.can_interrupt(irq) and (self.lapic is None or self.lapic.passes_pic()):
+            return True
+        if self.ioapic is not None:
+            from vmcore.devices.ioapic import isa_pin
+            return self.ioapic.can_interrupt(isa_pin(irq))
+        return False
 
     def _set_tsc(self, kind: str) -> None:
         """"clock": the TSC read from the host clock itself, or (any other clock) the instruction
@@ -314,6 +362,9 @@ class Machine:
         """The CPU's power-on state: real mode, CS:IP = F000:FFF0 (linear FFFFFFF0h)."""
         self._engine.reset_real()
         self._halted = False
+        if self.lapic is not None:
+            self.lapic.reset()
+            self.ioapic.reset()
 
     def raise_irq(self, vector: int) -> None:
         """Deliver an external interrupt with this vector at the next instruction boundary
@@ -427,7 +478,7 @@ class Machine:
         ide = IdeController(DiskImage(path, write_through=write))
         self.bus.attach(PRIMARY_COMMAND_PORT, COMMAND_BLOCK_REGISTERS, ide, name="ide0")
         self.bus.attach(PRIMARY_CONTROL_PORT, 1, PortWindow(ide, CONTROL), name="ide0-control")
-        self.pic.connect(14, ide.irq)
+        self._connect_irq(14, ide.irq)
         self.pci.functions[(0, 1, 1)] = PiixIdeFunction()
         self.ide = ide
         return ide
