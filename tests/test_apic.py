@@ -449,7 +449,9 @@ start:
 GUEST_TAIL = """
 .wait:
     sti
+%if !BUSY
     hlt
+%endif
     cmp dword [ticks], TICKS
     jb .wait
     cli
@@ -519,9 +521,12 @@ PIT_VIA_IOAPIC = """
 """
 
 
-def apic_guest(program: str, vector: int, ticks: int, paging: bool) -> bytes:
-    head = f"%define VECTOR {vector:#x}\n%define TICKS {ticks}\n%define PAGING {int(paging)}\n"
-    return assemble_text(head + GUEST_HEAD + program + GUEST_TAIL, f"apic-{vector:x}-{ticks}-{int(paging)}")
+def apic_guest(program: str, vector: int, ticks: int, paging: bool, busy: bool = False) -> bytes:
+    """The guest waits in HLT for each interrupt, or (busy) spins comparing its tick count."""
+    head = (f"%define VECTOR {vector:#x}\n%define TICKS {ticks}\n%define PAGING {int(paging)}\n"
+            f"%define BUSY {int(busy)}\n")
+    return assemble_text(head + GUEST_HEAD + program + GUEST_TAIL,
+                         f"apic-{vector:x}-{ticks}-{int(paging)}-{int(busy)}")
 
 
 def boot_guest(code: bytes, engine: str, mode: str) -> vmcore.Machine:
@@ -543,6 +548,23 @@ def test_guest_counts_lapic_timer_ticks(engine, mode, paging):
     period = m.clock.units_at(160000, BUS_HZ)
     assert 12 * period <= m.clock.now() < 13 * period      # halted between ticks: time skipped
     assert r.instructions < 5000
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("mode", ["bare", "bt"])
+def test_busy_guest_takes_lapic_timer_ticks_one_period_apart(engine, mode):
+    """A guest spinning (hot code: the JIT's) between ticks: each expiry ends the engine's slice,
+    so the interrupts come a period of virtual time apart, in instructions."""
+    m = boot_guest(apic_guest(LAPIC_TIMER, 0x40, 6, False, busy=True), engine, mode)
+    seen = []
+    acknowledge = m.lapic.acknowledge
+    m.lapic.acknowledge = lambda: (seen.append(m._engine.icount), acknowledge())[1]
+    r = m.run(count=10 ** 7, timeout=60)
+    assert r.exit is Exit.HLT, r.reason
+    assert r.console == "06" and m.lapic.timer_fires == 6
+    period = m.clock.units_at(160000, BUS_HZ)              # 190909.12 instructions
+    assert all(period - 1 <= b - a <= period + 1 for a, b in zip(seen, seen[1:])), seen
+    assert 6 * period <= r.instructions < 6 * period + 1000
 
 
 @pytest.mark.parametrize("engine", ENGINES)

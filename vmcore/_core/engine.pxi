@@ -5,7 +5,8 @@
 
 cdef inline void update_attention(Cpu* c) noexcept nogil:
     """Recompute the one word the run loop tests on the way into every block."""
-    c.attention = c.until_active | c.intr_line | c.irq_pending | c.int_shadow | c.db_pending | c.yield_now
+    c.attention = (c.until_active | c.intr_line | c.irq_pending | c.int_shadow | c.db_pending | c.yield_now
+                   | (c.mmio_log_n != 0))
 
 cdef inline void add_slow_work(Cpu* c, uint64_t units) noexcept nogil:
     """Work that retires no instruction (scanning the block cache, delivering exceptions):
@@ -402,7 +403,7 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             c.exit_reason = EXIT_BUDGET
             break
         step_one = False
-        if c.mmio_log_n:
+        if c.attention and c.mmio_log_n:
             # an instruction an MMIO exit stopped: it runs again, alone, with the device's answers
             # (mmio_access), before any interrupt or other condition is looked at
             c.mmio_log_pos = 0

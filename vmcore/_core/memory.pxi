@@ -480,6 +480,7 @@ cdef int mmio_access(Cpu* c, uint32_t gpa, uint32_t size, int is_write, uint32_t
             c.exc_vector = -1
             return RC_FAULT
         c.mmio_log_n = k            # the instruction went another way this time: forget the rest
+        update_attention(c)
     if k >= MMIO_LOG:
         c.n_mmio_open_bus += 1      # more MMIO accesses than one instruction makes
         if not is_write:
@@ -492,6 +493,7 @@ cdef int mmio_access(Cpu* c, uint32_t gpa, uint32_t size, int is_write, uint32_t
     c.mmio_log_n = k + 1
     c.mmio_log_ready = 0
     c.mmio_exit = 1
+    update_attention(c)             # run() looks at the log on its way into the next block
     c.exc_vector = -1               # not an exception: end_of_block() turns it into EXIT_MMIO
     if is_write:
         c.n_mmio_writes += 1
@@ -504,3 +506,4 @@ cdef inline void mmio_retire(Cpu* c) noexcept nogil:
     c.mmio_log_n = 0
     c.mmio_log_pos = 0
     c.mmio_log_ready = 0
+    update_attention(c)
