@@ -586,3 +586,21 @@ def test_pic_guests_run_unchanged_through_lint0_virtual_wire(engine):
     r = m.run(count=10 ** 6, timeout=10)
     assert r.exit is Exit.HLT and pc_guest.ticks(m) == 5 and r.console == "....."
     assert m.pic.vectors == 5
+
+
+def test_a_dropped_machine_with_apics_is_freed_at_once():
+    """The APICs add no reference cycle through the machine (as tests/test_engine.py checks without)."""
+    import gc
+    import weakref
+    gc.disable()
+    try:
+        m = vmcore.Machine(memory_mb=4, engine="interp", apic=True)
+        m.mem_write(0x1000, bytes.fromhex("a1 30 00 e0 fe f4"))     # mov eax, [0xFEE00030] ; hlt
+        m.reg_write("eip", 0x1000)
+        m.run()
+        assert m.reg_read("eax") == 0x00050014
+        ref = weakref.ref(m)
+        del m
+        assert ref() is None
+    finally:
+        gc.enable()

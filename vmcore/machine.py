@@ -268,7 +268,7 @@ class Machine:
             self.interrupt_controller = self.pic
             if apic:
                 self._attach_apics()
-            self.timers.wakeable = self._timer_can_wake
+            self.timers.wakeable = _weak(self._timer_can_wake)
         elif apic:
             raise ConfigError("apic=True needs the PC devices (a Machine made with devices=True)")
         self.boot_info = None
