@@ -266,6 +266,7 @@ class Machine:
             self.timers.add(self.pit)
             self.timers.add(self.cmos)
             self.interrupt_controller = self.pic
+            self._timer_irqs = {id(self.pit): 0, id(self.cmos): 8}     # the time-driven ISA devices
             if apic:
                 self._attach_apics()
             self.timers.wakeable = _weak(self._timer_can_wake)
@@ -305,7 +306,9 @@ class Machine:
         """Can a time-driven device's next request reach the CPU (a halted CPU waits for it)?"""
         if device is self.lapic:
             return self.lapic.timer_can_interrupt()
-        irq = 0 if device is self.pit else 8
+        irq = self._timer_irqs.get(id(device))
+        if irq is None:
+            return True
         if self.pic.can_interrupt(irq) and (self.lapic is None or self.lapic.passes_pic()):
             return True
         if self.ioapic is not None:
