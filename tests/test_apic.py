@@ -604,3 +604,46 @@ def test_a_dropped_machine_with_apics_is_freed_at_once():
         assert ref() is None
     finally:
         gc.enable()
+
+
+SELF_IPI_TAIL = """
+    sti
+    mov dword [0xFEE00300], 0x40000 | VECTOR    ; ICR: fixed IPI to self
+    mov dword [marker], 1                       ; the interrupt comes before this
+    cli
+    mov eax, [seen]
+    add al, '0'
+    mov dx, 0x3F8
+    out dx, al
+    hlt
+handler:
+    mov eax, [marker]
+    mov [seen], eax
+    mov dword [0xFEE000B0], 0
+    iretd
+align 8
+marker: dd 0
+seen: dd 7
+gdt: dq 0
+    dq 0x00CF9A000000FFFF
+    dq 0x00CF92000000FFFF
+gdtr: dw 23
+    dd gdt
+idtr: dw 256 * 8 - 1
+    dd idt
+align 8
+idt: times 256 * 8 db 0
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("mode", ["bare", "bt"])
+def test_self_ipi_is_taken_right_after_the_store_that_sends_it(engine, mode):
+    """The ICR store exits before it retires; the interrupt it raises is taken at the next
+    instruction boundary, after the store and before the next instruction (SDM Vol. 3 §6.6)."""
+    head = f"%define VECTOR 0x50\n%define PAGING {int(mode != 'bare')}\n"
+    m = boot_guest(assemble_text(head + GUEST_HEAD + SELF_IPI_TAIL, f"apic-self-ipi-{mode}"), engine, mode)
+    r = m.run(count=10 ** 5)
+    assert r.exit is Exit.HLT, r.reason
+    assert r.console == "0"
+    assert m.lapic.isr == 0 and m.lapic.irr == 0
