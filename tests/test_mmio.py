@@ -221,3 +221,37 @@ def test_mapping_checks():
         m.mmio.attach(0xE0010000 + k * 0x1000, 0x1000, Recorder(), name=f"r{k}")
     with pytest.raises(BusError, match="no room"):
         m.mmio.attach(0xE0100000, 0x1000, Recorder(), name="ninth")
+
+
+MULTI = """
+    mov esi, 0xE0000000             ; REPE CMPSD between two device ranges: two reads an element
+    mov edi, 0xE0000100
+    mov ecx, 3
+    cld
+    repe cmpsd
+    pushfd
+    pop dword [0x9000]
+    mov [0x9004], ecx
+    mov eax, 0x77
+    xchg [0xE0000200], eax          ; a locked read-modify-write
+    mov [0x9008], eax
+    mov esp, 0xE0000400             ; PUSHAD onto the device: eight writes, more than one
+    pushad                          ; instruction may make (MMIO_LOG = 4): the rest vanish
+    mov esp, 0x8000
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_instructions_with_several_mmio_accesses(engine):
+    m, dev = boot(assemble_text(GDT_SETUP + MULTI + TAIL, "mmio-multi"), engine, "bare")
+    dev.regs.update({0: 1, 0x100: 1, 4: 2, 0x104: 2, 8: 3, 0x108: 9, 0x200: 0x55})
+    r = m.run(count=10 ** 5)
+    assert r.exit is Exit.HLT, r.reason
+    eflags, ecx, xchg_old = struct.unpack("<3I", m.mem_read(DATA, 12))
+    assert not eflags & 0x40 and ecx == 0           # the third pair differs: ZF = 0, ECX = 0
+    assert xchg_old == 0x55 and dev.regs[0x200] == 0x77
+    assert dev.log[:8] == [("r", 0, 4), ("r", 0x100, 4), ("r", 4, 4), ("r", 0x104, 4), ("r", 8, 4),
+                           ("r", 0x108, 4), ("r", 0x200, 4), ("w", 0x200, 4, 0x77)]
+    # PUSHAD stores EAX first, at ESP - 4
+    assert [entry[:2] for entry in dev.log[8:]] == [("w", 0x3FC), ("w", 0x3F8), ("w", 0x3F4), ("w", 0x3F0)]
+    assert m.stats["mmio_open_bus"] == 4

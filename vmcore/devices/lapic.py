@@ -16,9 +16,12 @@ goes straight to INTR and the registers read as all ones (§10.4.3).
 What is not modelled: other processors (INIT, STARTUP, SMI, NMI IPIs are ignored and counted;
 a fixed or lowest-priority IPI reaches this CPU only if it is a destination), NMI and SMI
 delivery on LINT0/LINT1, the thermal and performance-counter sources (their LVT entries are
-registers only), the TSC-deadline timer mode (CPUID.1:ECX[24] is clear, so bit 18 of the LVT
-timer is reserved and reads as 0), x2APIC, and the P6's fixed ones in SVR bits 3:0 (the vector is
-all writable, as on the Pentium 4 and QEMU).
+registers only), relocation (a new base written to IA32_APIC_BASE is kept in the MSR, but the
+registers stay at 0xFEE00000), the spurious-interrupt cycle (an INTA that finds nothing above the
+processor priority delivers no vector: INTR is exact here, so it does not happen), the
+TSC-deadline timer mode (CPUID.1:ECX[24] is clear, so bit 18 of the LVT timer is reserved and
+reads as 0), x2APIC, and the P6's fixed ones in SVR bits 3:0 (the vector is all writable, as on
+the Pentium 4 and QEMU).
 """
 from __future__ import annotations
 
