@@ -21,10 +21,10 @@ def interrupt_gate(offset, selector=KCODE):
     return struct.pack("<HHBBH", offset & 0xFFFF, selector, 0, 0x8E, offset >> 16)    # 32-bit, DPL 0
 
 
-def machine(code: bytes, handlers: dict[int, bytes], clock="virtual", memory_mb=2) -> vmcore.Machine:
+def machine(code: bytes, handlers: dict[int, bytes], clock="virtual", memory_mb=2, **machine_args) -> vmcore.Machine:
     """``code`` at CODE (EIP), ``handlers`` {vector: bytes} each at its own 0x100 bytes from
-    HANDLERS; CPL 0, IF = 0, ESP = STACK."""
-    m = vmcore.Machine(memory_mb=memory_mb, clock=clock)
+    HANDLERS; CPL 0, IF = 0, ESP = STACK. ``machine_args`` go to vmcore.Machine (engine, mode, apic)."""
+    m = vmcore.Machine(memory_mb=memory_mb, clock=clock, **machine_args)
     gdt = bytes(8) + descriptor(0, 0xFFFFF, 0x9A) + descriptor(0, 0xFFFFF, 0x92)
     m.mem_write(GDT, gdt)
     m._engine.gdtr_set(GDT, len(gdt) - 1)

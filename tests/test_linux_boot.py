@@ -90,6 +90,24 @@ def test_debian_kernel_boots_to_the_busybox_marker_and_powers_off(linux_files, m
             assert stats["mon_translations"] > 0 and stats["exits_translate"] > 0
 
 
+@pytest.mark.parametrize("mode", ["bare", "bt"])
+def test_debian_kernel_boots_with_the_local_apic(linux_files, mode):
+    """Machine(apic=True): CPUID reports the APIC, Linux enables it through its MMIO registers and,
+    with no MP table or ACPI MADT (no BIOS writes one here), keeps the PIC in virtual wire mode
+    (LINT0 ExtINT): its interrupts come through the local APIC."""
+    m = Machine(memory_mb=MEMORY_MB, mode=mode, apic=True)
+    m.load_linux(linux_files[0], linux_files[1], CMDLINE)
+    r = m.run(timeout=TIMEOUT_S)
+    log = r.console
+    assert r.exit is Exit.DEBUG_EXIT and r.exit_code == 1, f"{r.reason}\n{log[-3000:]}"
+    assert MARKER in log
+    assert "Found and enabled local APIC!" in log
+    assert "APIC: Switch to virtual wire mode setup with no configuration" in log
+    check_log(log)
+    assert m.lapic.software_enabled and m.lapic.passes_pic()
+    assert m.stats["exits_mmio"] > 0 and m.stats["mmio_open_bus"] == 0
+
+
 def test_check_log_catches_what_it_must():
     check_log("[    0.5] smpboot: weird, boot CPU (#0) not listed by the BIOS\n[ 0.6] x86/fpu: x87 FPU will use FXSAVE")
     for bad in ("x86/fpu: Giving up, no FPU found and no math emulation present",

@@ -105,7 +105,7 @@ def cmd_run_linux(args) -> int:
     fd = _stdin_fd()
     interactive = fd >= 0 and os.isatty(fd)
     clock = args.clock or ("host" if interactive else "virtual")
-    m = Machine(memory_mb=memory, mode=args.mode, clock=clock)
+    m = Machine(memory_mb=memory, mode=args.mode, clock=clock, apic=args.apic)
     _attach_disk(m, args)
     cmdline = args.append if args.append is not None else "console=ttyS0"
     m.load_linux(args.kernel, args.initrd, cmdline)
@@ -218,7 +218,7 @@ def cmd_run(args) -> int:
         size = None
     clock = args.clock or ("host" if args.serial == "stdio" else "virtual")
     # None: Machine's defaults (VMCORE_MODE, VMCORE_ENGINE)
-    m = Machine(memory_mb=memory, mode=args.mode, clock=clock, engine=args.engine)
+    m = Machine(memory_mb=memory, mode=args.mode, clock=clock, engine=args.engine, apic=args.apic)
     _attach_disk(m, args)
     if args.bios is not None:
         m.load_bios(elf)
@@ -333,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interp: the interpreter alone; jit: hot flat 32-bit code with paging off translated to "
                         "host code, the interpreter for the rest (default: vmcore.Machine's, which "
                         "$VMCORE_ENGINE sets)")
+    r.add_argument("--apic", action="store_true",
+                   help="a local APIC (0xFEE00000) and an I/O APIC (0xFEC00000); the PIC through LINT0")
     r.add_argument("--no-native", action="store_true", help="do not run the native comparison")
     r.add_argument("--native-repeat", type=int, default=3, help="native runs; the best counts (default 3)")
     r.add_argument("--stats", action="store_true", help="print the engine's counters")

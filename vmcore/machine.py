@@ -22,6 +22,7 @@ from vmcore.devices import Cmos, CoprocessorPorts, PciConfig, PicPair, Pit8254, 
 from vmcore.devices import PciHostBridge, Piix3IsaBridge, TimerSet
 from vmcore.devices.clock import Clock, HostClock, make_clock
 from vmcore.devices.disk import DiskImage
+from vmcore.devices.mmio import MmioBus
 from vmcore.devices.ide import (COMMAND_BLOCK_REGISTERS, CONTROL, PRIMARY_COMMAND_PORT, PRIMARY_CONTROL_PORT,
                                 IdeController, PiixIdeFunction)
 from vmcore.devices.pci import PAM_REGISTERS, ResetControl
@@ -50,7 +51,7 @@ HOOK_IO_IN = 2
 
 # engine exit codes (vmcore/_core/defs.pxi)
 (_EXIT_HLT, _EXIT_IO, _EXIT_BUDGET, _EXIT_SHUTDOWN, _EXIT_UNTIL, _EXIT_INTERNAL, _EXIT_UNIMPLEMENTED,
- _EXIT_INTR, _EXIT_TRANSLATE, _EXIT_FERR) = range(1, 11)
+ _EXIT_INTR, _EXIT_TRANSLATE, _EXIT_FERR, _EXIT_MMIO) = range(1, 12)
 
 # instructions per engine.run() call: bounds how late a timeout is noticed
 _SLICE = 1 << 22
@@ -155,11 +156,17 @@ class Machine:
     RTC: the instruction count plus the time HLT and I/O cycles let pass under the virtual
     clock, 1 GHz host time under the host clock; an OS calibrating its TSC needs this).
     None: "instructions", until load_linux makes it "clock".
+
+    ``apic=True`` adds the local APIC at gpa 0xFEE00000 (``lapic``, vmcore/devices/lapic.py) and the
+    I/O APIC at 0xFEC00000 (``ioapic``, vmcore/devices/ioapic.py), both memory-mapped (MMIO exits):
+    CPUID reports the APIC, IA32_APIC_BASE enables it, the PIC's INTR reaches the CPU through LINT0
+    (virtual wire) and every ISA IRQ line also drives its I/O APIC pin (IRQ 0 on pin 2). Off by
+    default: the CPU then has no APIC (CPUID.1:EDX[9] clear), as existing guests have always seen it.
     """
 
     def __init__(self, memory_mb: int = 64, mode: str | None = None, cpu: str = "i686", devices: bool = True,
                  clock: str | Clock = "virtual", tsc: str | None = None, engine: str | None = None,
-                 classifier: str | None = None):
+                 classifier: str | None = None, apic: bool = False):
         if engine is None:
             engine = os.environ.get("VMCORE_ENGINE", DEFAULT_ENGINE)
         if engine not in ENGINES:
@@ -206,11 +213,12 @@ class Machine:
         self._reset_requested = False
         self.rom = None
         self._exits = {e: 0 for e in ("io", "hlt", "budget", "shutdown", "until", "unimplemented", "intr",
-                                       "translate", "ferr")}
+                                       "translate", "ferr", "mmio")}
         # the interrupt controller: an object with acknowledge() -> vector, which lowers or
         # keeps the INTR line through set_intr(); None until one is attached
         self.interrupt_controller = None
         self.bus = PortBus()
+        self.mmio = MmioBus(self._engine)    # memory-mapped devices (vmcore/devices/mmio.py)
         self.uart = Uart16550(sink=self._console.extend)
         self.clock = make_clock(clock)
         if self.clock.virtual and getattr(self.clock, "icount", True) is None:
@@ -225,6 +233,7 @@ class Machine:
         self.pic = self.pit = self.cmos = self.port_b = self.post = self.kbc = self.pci = self.fpu_ports = None
         self.ide = None                      # the primary IDE channel, once attach_disk gave it a drive
         self.host_bridge = None
+        self.lapic = self.ioapic = None      # apic=True
         self._intr = False
         self._halted = False                 # in HLT with IF = 1, waiting for an interrupt
         if devices:
@@ -266,12 +275,56 @@ class Machine:
             self.pic.connect(13, self.fpu_ports.irq)       # FERR# (CR0.NE = 0)
             self.timers.add(self.pit)
             self.timers.add(self.cmos)
-            irq_of = {id(self.pit): 0, id(self.cmos): 8}
-            pic = self.pic
-            self.timers.wakeable = lambda device: pic.can_interrupt(irq_of[id(device)])
-            self.interrupt_controller = pic
+            self.interrupt_controller = self.pic
+            self._timer_irqs = {id(self.pit): 0, id(self.cmos): 8}     # the time-driven ISA devices
+            if apic:
+                self._attach_apics()
+            self.timers.wakeable = _weak(self._timer_can_wake)
+        elif apic:
+            raise ConfigError("apic=True needs the PC devices (a Machine made with devices=True)")
         self.boot_info = None
         self.exit_trace: Callable[[str], None] | None = None   # called with a line per engine exit
+
+    def _attach_apics(self) -> None:
+        """The local APIC between the PIC and the CPU, the I/O APIC on the ISA IRQ lines."""
+        from vmcore.devices.ioapic import IOAPIC_GPA, IOAPIC_SIZE, IoApic, isa_pin
+        from vmcore.devices.lapic import LAPIC_GPA, LAPIC_SIZE, LocalApic
+
+        engine = self._engine
+        engine.apic_present = True
+        lapic = LocalApic(self.clock, apic_base=lambda: engine.msr_apic_base, set_intr=_weak(self.set_intr),
+                          pic=self.pic)
+        self.pic.set_intr = lapic.pic_intr          # the master's INT on LINT0
+        ioapic = IoApic(deliver=lapic.accept)
+        lapic.on_eoi = ioapic.eoi
+        self.mmio.attach(LAPIC_GPA, LAPIC_SIZE, lapic, name="lapic")
+        self.mmio.attach(IOAPIC_GPA, IOAPIC_SIZE, ioapic, name="ioapic")
+        for irq, line in self.pic.lines.items():
+            ioapic.connect(isa_pin(irq), line)
+        self.timers.add(lapic)
+        self.lapic, self.ioapic = lapic, ioapic
+        self.interrupt_controller = lapic
+
+    def _connect_irq(self, irq: int, line) -> None:
+        """An ISA IRQ line: to the PIC and, with the APICs, to its I/O APIC pin."""
+        self.pic.connect(irq, line)
+        if self.ioapic is not None:
+            from vmcore.devices.ioapic import isa_pin
+            self.ioapic.connect(isa_pin(irq), line)
+
+    def _timer_can_wake(self, device) -> bool:
+        """Can a time-driven device's next request reach the CPU (a halted CPU waits for it)?"""
+        if device is self.lapic:
+            return self.lapic.timer_can_interrupt()
+        irq = self._timer_irqs.get(id(device))
+        if irq is None:
+            return True
+        if self.pic.can_interrupt(irq) and (self.lapic is None or self.lapic.passes_pic()):
+            return True
+        if self.ioapic is not None:
+            from vmcore.devices.ioapic import isa_pin
+            return self.ioapic.can_interrupt(isa_pin(irq))
+        return False
 
     def _set_tsc(self, kind: str) -> None:
         """"clock": the TSC read from the host clock itself, or (any other clock) the instruction
@@ -340,6 +393,9 @@ class Machine:
         """The CPU's power-on state: real mode, CS:IP = F000:FFF0 (linear FFFFFFF0h)."""
         self._engine.reset_real()
         self._halted = False
+        if self.lapic is not None:
+            self.lapic.reset()
+            self.ioapic.reset()
 
     def raise_irq(self, vector: int) -> None:
         """Deliver an external interrupt with this vector at the next instruction boundary
@@ -455,7 +511,7 @@ class Machine:
         ide = IdeController(DiskImage(path, write_through=write))
         self.bus.attach(PRIMARY_COMMAND_PORT, COMMAND_BLOCK_REGISTERS, ide, name="ide0")
         self.bus.attach(PRIMARY_CONTROL_PORT, 1, PortWindow(ide, CONTROL), name="ide0-control")
-        self.pic.connect(14, ide.irq)
+        self._connect_irq(14, ide.irq)
         self.pci.functions[(0, 1, 1)] = PiixIdeFunction()
         self.ide = ide
         return ide
@@ -591,6 +647,12 @@ class Machine:
                     self._supervisor.translate_miss()
                 elif code == _EXIT_BUDGET:
                     self._exits["budget"] += 1
+                elif code == _EXIT_MMIO:
+                    self._exits["mmio"] += 1
+                    self.mmio.service()
+                    if self._reset_requested:
+                        self._reset_requested = False
+                        exit_kind, reason = Exit.RESET, "the guest pulsed the CPU reset line"
                 elif code == _EXIT_FERR:
                     self._exits["ferr"] += 1
                     if self.fpu_ports is not None:
@@ -668,6 +730,10 @@ class Machine:
         if code == _EXIT_IO:
             port, size, is_in, value = self._engine.io_request()
             return f"io {'in' if is_in else 'out'} port={port:#x} size={size}" + ("" if is_in else f" value={value:#x}")
+        if code == _EXIT_MMIO:
+            gpa, size, is_write, value = self._engine.mmio_request()
+            return (f"mmio {'write' if is_write else 'read'} gpa={gpa:#x} size={size}"
+                    + (f" value={value:#x}" if is_write else ""))
         names = {_EXIT_HLT: "hlt", _EXIT_BUDGET: "budget", _EXIT_SHUTDOWN: "shutdown", _EXIT_UNTIL: "until",
                  _EXIT_UNIMPLEMENTED: "unimplemented", _EXIT_FERR: "ferr"}
         return f"{names.get(code, code)} eip={eip:#x} icount={self._engine.icount}"
@@ -721,6 +787,7 @@ class Machine:
         s.update(self._engine.jit_stats())
         s.update({f"exits_{k}": v for k, v in self._exits.items()})
         s.update({f"bus_{k}": v for k, v in self.bus.stats.items()})
+        s.update({f"mmio_bus_{k}": v for k, v in self.mmio.stats.items()})
         if self.mode != "bare":
             s.update(monitor_stats(self._engine, self._supervisor))
         return s

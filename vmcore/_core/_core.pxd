@@ -267,3 +267,22 @@ cdef struct Cpu:
     uint16_t fpu_fds
     uint16_t fpu_fop
     uint32_t ferr           # FERR#: an unmasked exception was reported with CR0.NE = 0
+    # memory-mapped I/O (memory.pxi, "MMIO"): gpa pages outside RAM whose accesses are exits. A
+    # guest access there stops its instruction before it retires (EXIT_MMIO); run() re-executes it
+    # with the answers logged so far, in order, until every access it makes has one.
+    uint32_t mmio_n             # regions in use (MMIO_REGIONS at most)
+    uint32_t mmio_first[8]      # gpa of a region's first byte (page aligned)
+    uint32_t mmio_last[8]       # gpa of its last byte
+    uint32_t mmio_log_n         # accesses of the stopped instruction logged (MMIO_LOG at most)
+    uint32_t mmio_log_pos       # accesses the re-executed instruction has made so far
+    uint32_t mmio_log_ready     # the last logged access has been serviced (mmio_complete)
+    uint32_t mmio_log_gpa[4]
+    uint32_t mmio_log_size[4]
+    uint32_t mmio_log_value[4]  # the value written, or (once serviced) the value read
+    uint32_t mmio_log_write[4]
+    uint32_t mmio_exit          # the access just logged needs the device: leave run() before the instruction
+    uint32_t mmio_blocked       # an exception delivery runs: MMIO reads as open bus there
+    uint64_t n_mmio_reads
+    uint64_t n_mmio_writes
+    uint64_t n_mmio_open_bus    # MMIO accesses that could not be exits (implicit, in a delivery, from the host)
+    uint32_t apic_present       # a local APIC (Machine(apic=True)): CPUID.1:EDX.APIC follows IA32_APIC_BASE.EN

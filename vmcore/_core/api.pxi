@@ -7,6 +7,7 @@ EXIT_NAMES = {
     EXIT_NONE: "none", EXIT_HLT: "hlt", EXIT_IO: "io", EXIT_BUDGET: "budget",
     EXIT_SHUTDOWN: "shutdown", EXIT_UNTIL: "until", EXIT_INTERNAL: "internal",
     EXIT_UNIMPLEMENTED: "unimplemented", EXIT_INTR: "intr", EXIT_TRANSLATE: "translate", EXIT_FERR: "ferr",
+    EXIT_MMIO: "mmio",
 }
 MODE_NUMBERS = {"bare": MON_BARE, "bt": MON_BT, "trap": MON_TRAP}
 
@@ -108,9 +109,11 @@ cdef class Engine:
         self.c.msr_sysenter_esp = 0
         self.c.msr_sysenter_eip = 0
         self.c.msr_perf[0] = self.c.msr_perf[1] = self.c.msr_perf[2] = self.c.msr_perf[3] = 0
-        self.c.msr_apic_base = 0xFEE00900ULL
+        # the BSP's local APIC at its default base, enabled (SDM Vol. 3 §10.4.4); disabled without one
+        self.c.msr_apic_base = 0xFEE00000ULL | APIC_BASE_BSP | (APIC_BASE_EN if self.c.apic_present else 0)
         self.c.exc_soft = 0
         self.c.io_string = 0
+        mmio_retire(self.c)
         self.c.irq_pending = 0
         self.c.int_shadow = 0
         self.c.db_pending = 0
@@ -488,7 +491,23 @@ cdef class Engine:
         def __get__(self):
             return self.c.eip
         def __set__(self, uint32_t v):
+            if v != self.c.eip:
+                mmio_retire(self.c)     # an instruction an MMIO exit stopped is not resumed
             self.c.eip = v
+
+    property apic_present:
+        """A local APIC: IA32_APIC_BASE can enable it and CPUID reports it while enabled (set before
+        a reset: the MSR takes its reset value from it)."""
+        def __get__(self):
+            return bool(self.c.apic_present)
+        def __set__(self, bint present):
+            self.c.apic_present = present
+            self.c.msr_apic_base = 0xFEE00000ULL | APIC_BASE_BSP | (APIC_BASE_EN if present else 0)
+
+    property msr_apic_base:
+        """IA32_APIC_BASE (MSR 1Bh) as the guest last wrote it."""
+        def __get__(self):
+            return self.c.msr_apic_base
 
     property eflags:
         def __get__(self):
@@ -700,6 +719,54 @@ cdef class Engine:
         setr_sz(self.c, R_EAX, sz, value)
         return False
 
+    def mmio_map(self, uint32_t gpa, uint64_t size):
+        """Make [gpa, gpa + size) an MMIO region: guest accesses there become EXIT_MMIO (memory.pxi).
+        Whole pages outside RAM and the ROM, not overlapping another region; at most MMIO_REGIONS."""
+        cdef Cpu* c = self.c
+        cdef uint64_t end = <uint64_t>gpa + size
+        cdef uint32_t k
+        if size == 0 or (gpa & 0xFFF) or (size & 0xFFF) or end > 0x100000000ULL:
+            raise ValueError(f"an MMIO region is whole 4 KiB pages inside the 4 GiB space: "
+                             f"gpa {gpa:#x} size {size:#x}")
+        if gpa < c.ram_size:
+            raise ValueError(f"MMIO region at gpa {gpa:#x} overlaps guest RAM (0..{c.ram_size:#x})")
+        if c.rom_size and end > 0x100000000ULL - c.rom_size:
+            raise ValueError(f"MMIO region at gpa {gpa:#x} size {size:#x} overlaps the ROM at "
+                             f"{0x100000000 - c.rom_size:#x}")
+        for k in range(c.mmio_n):
+            if gpa <= c.mmio_last[k] and end - 1 >= c.mmio_first[k]:
+                raise ValueError(f"MMIO region at gpa {gpa:#x} size {size:#x} overlaps the one at "
+                                 f"{c.mmio_first[k]:#x}..{c.mmio_last[k]:#x}")
+        if c.mmio_n >= MMIO_REGIONS:
+            raise ValueError(f"no room for another MMIO region (at most {MMIO_REGIONS})")
+        c.mmio_first[c.mmio_n] = gpa
+        c.mmio_last[c.mmio_n] = <uint32_t>(end - 1)
+        c.mmio_n += 1
+
+    def mmio_regions(self):
+        """[(first gpa, last gpa)] of the MMIO regions."""
+        return [(self.c.mmio_first[k], self.c.mmio_last[k]) for k in range(self.c.mmio_n)]
+
+    def mmio_request(self):
+        """(gpa, size, is_write, value) of the pending EXIT_MMIO (value: what is written, else 0)."""
+        cdef uint32_t k
+        if self.c.mmio_log_n == 0:
+            return None
+        k = self.c.mmio_log_n - 1
+        return (self.c.mmio_log_gpa[k], self.c.mmio_log_size[k], bool(self.c.mmio_log_write[k]),
+                self.c.mmio_log_value[k])
+
+    def mmio_complete(self, uint32_t value=0):
+        """The device serviced the pending EXIT_MMIO: ``value`` is what a read returns (ignored for
+        a write). The next run() re-executes the instruction, which takes it."""
+        cdef uint32_t k
+        if self.c.mmio_log_n == 0:
+            raise ValueError("no MMIO access is pending")
+        k = self.c.mmio_log_n - 1
+        if not self.c.mmio_log_write[k]:
+            self.c.mmio_log_value[k] = value & (0xFFFFFFFFU >> (32 - 8 * self.c.mmio_log_size[k]))
+        self.c.mmio_log_ready = 1
+
     def first_exception(self):
         """(vector, error code or None, eip) of the last exception chain's first exception."""
         if self.c.n_exceptions == 0:
@@ -749,5 +816,8 @@ cdef class Engine:
             "interrupts": c.n_irqs,
             "rom_writes_ignored": c.n_rom_writes,
             "msr_unknown": c.n_msr_unknown,
+            "mmio_reads": c.n_mmio_reads,
+            "mmio_writes": c.n_mmio_writes,
+            "mmio_open_bus": c.n_mmio_open_bus,
         }
 

@@ -22,6 +22,7 @@ cdef enum:
     EXIT_INTR = 8       # the interrupt controller's INTR line is up and the CPU can take it
     EXIT_TRANSLATE = 9  # bt: guest-kernel code at xlat_miss_gla is not scanned yet
     EXIT_FERR = 10      # x87 FERR# asserted with CR0.NE = 0: raise IRQ 13 (eip = the waiting instruction)
+    EXIT_MMIO = 11      # a guest access to an MMIO region (mmio_request): eip = the instruction, not retired yet
 
 # EFLAGS bits (SDM Vol. 1 §3.4.3).
 cdef enum:

@@ -5,7 +5,8 @@
 
 cdef inline void update_attention(Cpu* c) noexcept nogil:
     """Recompute the one word the run loop tests on the way into every block."""
-    c.attention = c.until_active | c.intr_line | c.irq_pending | c.int_shadow | c.db_pending | c.yield_now
+    c.attention = (c.until_active | c.intr_line | c.irq_pending | c.int_shadow | c.db_pending | c.yield_now
+                   | (c.mmio_log_n != 0))
 
 cdef inline void add_slow_work(Cpu* c, uint64_t units) noexcept nogil:
     """Work that retires no instruction (scanning the block cache, delivering exceptions):
@@ -320,9 +321,18 @@ cdef int attend(Cpu* c) noexcept nogil:
     update_attention(c)
     return ATT_STEP if step_one else ATT_GO
 
+cdef inline int mmio_stop(Cpu* c, Insn* i) noexcept nogil:
+    """Leave run() before the instruction at i: an access of it to an MMIO region needs the device."""
+    c.mmio_exit = 0
+    c.eip = i.next_eip - i.len
+    c.exit_reason = EXIT_MMIO
+    return 1
+
 cdef int end_of_block(Cpu* c, Insn* i, Block* blk, int rc, uint64_t* stop_at) noexcept nogil:
     """A block left early, at record i, with rc (not RC_NEXT or RC_BRANCH): a fault to deliver
     (or, under the monitor, a trap to emulate), an exit, or a restart. 1: leave run()."""
+    if rc == RC_FAULT and c.mmio_exit:
+        return mmio_stop(c, i)
     if rc == RC_FAULT:
         if c.exc_soft:
             # INT n, INT3, INTO: a trap, whose frame holds the next instruction; if the
@@ -335,6 +345,8 @@ cdef int end_of_block(Cpu* c, Insn* i, Block* blk, int rc, uint64_t* stop_at) no
             if c.mon and c.exc_vector == EXC_GP and i.fn != h_CALLOUT and i.fn != h_ADAPTIVE:
                 # the monitor: a #GP of the deprivileged guest; emulate at the virtual privilege
                 rc = mon_trap(c, i)
+                if rc == RC_FAULT and c.mmio_exit:
+                    return mmio_stop(c, i)      # the emulated instruction reached an MMIO region
                 if rc != RC_FAULT:
                     if rc == RC_EXIT_BEFORE:
                         return 1
@@ -391,7 +403,15 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             c.exit_reason = EXIT_BUDGET
             break
         step_one = False
-        if c.attention:
+        if c.attention and c.mmio_log_n:
+            # an instruction an MMIO exit stopped: it runs again, alone, with the device's answers
+            # (mmio_access), before any interrupt or other condition is looked at
+            c.mmio_log_pos = 0
+            step_one = True
+            if c.int_shadow:
+                c.int_shadow = 0    # the shadow covers this instruction, as it did on its first run
+                update_attention(c)
+        elif c.attention:
             # the rare conditions, tested together on the way into every block (attend)
             rc = attend(c)
             if rc == ATT_EXIT:
@@ -465,6 +485,8 @@ cdef int run_loop(Cpu* c, uint64_t budget) noexcept nogil:
             if rc != RC_NEXT:
                 break
             i += 1
+        if step_one and c.mmio_log_n and not c.mmio_exit:
+            mmio_retire(c)      # it retired, faulted or left: its answers are used up
         if rc == RC_BRANCH:
             c.icount += blk.ninsn
             if not blk.mode_change:

@@ -239,6 +239,8 @@ cdef int mem_slow(Cpu* c, uint32_t gla, uint32_t size, int is_write, uint32_t* v
     if translate_full(c, gla, is_write, &gpa, &writable, &is_global):
         return RC_FAULT
     c.n_tlb_misses += 1
+    if c.mmio_n and mmio_region(c, gpa) >= 0:
+        return mmio_access(c, gpa, size, is_write, val)     # never cached in the TLB
     if <uint32_t>(gpa - PAM_GPA) < PAM_SIZE:
         if c.pam[(gpa - PAM_GPA) >> 12] != PAM_RAM:
             return pam_access(c, gla, gpa, size, is_write, val, is_global)
@@ -510,3 +512,78 @@ cdef inline int sys_wr32(Cpu* c, uint32_t gla, uint32_t v) noexcept nogil:
     rc = wr32(c, gla, v)
     c.sys_access -= 1
     return rc
+
+# Memory-mapped I/O. A region is a range of whole gpa pages outside RAM and the ROM (at most
+# MMIO_REGIONS of them) whose device lives in Python: an access there is an exit (EXIT_MMIO) taken
+# *before* the instruction retires, as a #PF would be, so the instruction is re-executed once the
+# device answered; on that run each of its MMIO accesses takes, in order, the logged answer (a read
+# its value, a write nothing: it happened already) and the first access past the log is the next
+# exit. A read-modify-write (ADD [mmio], EAX) so exits twice, for the read and then for the write;
+# a REP string instruction forgets the log after each element. No MMIO page is ever in the software
+# TLB or the JIT's window (both map RAM only), so every access comes here through mem_slow().
+# An access that crosses a page is split into bytes by mem_slow(); regions are page granular, so
+# an access within a page is all in one region or all outside. Accesses that cannot be exits read
+# as open bus (all ones) and writes vanish, counted in n_mmio_open_bus: implicit supervisor
+# accesses (descriptor tables, IDT, TSS), those of an exception or interrupt delivery, and host-
+# side accesses outside run().
+
+cdef enum:
+    MMIO_REGIONS = 8
+    MMIO_LOG = 4        # MMIO accesses one instruction (one string element) may make
+
+cdef inline int mmio_region(Cpu* c, uint32_t gpa) noexcept nogil:
+    """The index of the region holding gpa, or -1."""
+    cdef uint32_t k
+    for k in range(c.mmio_n):
+        if c.mmio_first[k] <= gpa <= c.mmio_last[k]:
+            return <int>k
+    return -1
+
+cdef int mmio_access(Cpu* c, uint32_t gpa, uint32_t size, int is_write, uint32_t* val) noexcept nogil:
+    """An access to an MMIO region: the logged answer, or an exit (RC_FAULT with mmio_exit set)."""
+    cdef uint32_t k = c.mmio_log_pos
+    if c.sys_access or c.mmio_blocked or c.cur_block == NULL:
+        c.n_mmio_open_bus += 1
+        if not is_write:
+            val[0] = 0xFFFFFFFFU >> (32 - 8 * size)
+        return 0
+    if k < c.mmio_log_n:
+        if (c.mmio_log_gpa[k] == gpa and c.mmio_log_size[k] == size and c.mmio_log_write[k] == <uint32_t>is_write
+                and (k + 1 < c.mmio_log_n or c.mmio_log_ready)):
+            c.mmio_log_pos = k + 1
+            if not is_write:
+                val[0] = c.mmio_log_value[k]
+            return 0
+        if k + 1 == c.mmio_log_n and not c.mmio_log_ready and c.mmio_log_gpa[k] == gpa \
+                and c.mmio_log_size[k] == size and c.mmio_log_write[k] == <uint32_t>is_write:
+            c.mmio_exit = 1         # resumed before the device answered: the same exit again
+            c.exc_vector = -1
+            return RC_FAULT
+        c.mmio_log_n = k            # the instruction went another way this time: forget the rest
+        update_attention(c)
+    if k >= MMIO_LOG:
+        c.n_mmio_open_bus += 1      # more MMIO accesses than one instruction makes
+        if not is_write:
+            val[0] = 0xFFFFFFFFU >> (32 - 8 * size)
+        return 0
+    c.mmio_log_gpa[k] = gpa
+    c.mmio_log_size[k] = size
+    c.mmio_log_write[k] = <uint32_t>is_write
+    c.mmio_log_value[k] = val[0] & (0xFFFFFFFFU >> (32 - 8 * size)) if is_write else 0
+    c.mmio_log_n = k + 1
+    c.mmio_log_ready = 0
+    c.mmio_exit = 1
+    update_attention(c)             # run() looks at the log on its way into the next block
+    c.exc_vector = -1               # not an exception: end_of_block() turns it into EXIT_MMIO
+    if is_write:
+        c.n_mmio_writes += 1
+    else:
+        c.n_mmio_reads += 1
+    return RC_FAULT
+
+cdef inline void mmio_retire(Cpu* c) noexcept nogil:
+    """The instruction (or string element) the log belongs to is done."""
+    c.mmio_log_n = 0
+    c.mmio_log_pos = 0
+    c.mmio_log_ready = 0
+    update_attention(c)

@@ -296,10 +296,15 @@ cdef int mon_deliver(Cpu* c) noexcept nogil:
 
 cdef int deliver(Cpu* c) noexcept nogil:
     """Deliver c.exc_vector; 1 if the run must end (triple fault)."""
+    cdef int rc
     add_slow_work(c, 256)
+    c.mmio_blocked += 1     # a delivery's own accesses are not MMIO exits (memory.pxi)
     if c.mon:
-        return mon_deliver(c)
-    return deliver_exception(c)
+        rc = mon_deliver(c)
+    else:
+        rc = deliver_exception(c)
+    c.mmio_blocked -= 1
+    return rc
 
 cdef inline void mon_resync(Cpu* c) noexcept nogil:
     """After an instruction that may have changed the CPL or PE without the monitor

@@ -60,6 +60,8 @@ cdef int h_STRING(Cpu* c, Insn* i) noexcept nogil:
                 return RC_FAULT
             alu(c, 7, sz, getr_sz(c, R_EAX, sz), b)
             str_step(c, R_EDI, amask, delta)
+        if c.mmio_log_n:
+            mmio_retire(c)      # this element's MMIO accesses are done (memory.pxi, MMIO)
         if not rep:
             break
         str_step(c, R_ECX, amask, -1)

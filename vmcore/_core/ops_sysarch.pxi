@@ -189,6 +189,8 @@ cdef enum:
     MSR_SYSENTER_CS = 0x174
     MSR_SYSENTER_ESP = 0x175
     MSR_SYSENTER_EIP = 0x176
+    APIC_BASE_BSP = 0x100       # IA32_APIC_BASE (SDM Vol. 3 §10.4.4, Figure 10-5): bit 8 BSP,
+    APIC_BASE_EN = 0x800        # bit 11 global enable, bits 12-35 the base (36-bit physical: 12-31 here)
 
 cdef int h_RDMSR(Cpu* c, Insn* i) noexcept nogil:
     """0F 32: the MSRs this engine has; #GP(0) for any other (SDM Vol. 4)."""
@@ -236,7 +238,8 @@ cdef int h_WRMSR(Cpu* c, Insn* i) noexcept nogil:
     elif n == MSR_EVNTSEL0 or n == MSR_EVNTSEL1:
         c.msr_perf[2 + n - MSR_EVNTSEL0] = v & 0xFFFFFFFFULL
     elif n == MSR_APIC_BASE:
-        c.msr_apic_base = v & 0xFFFFF900ULL
+        # without an APIC (apic_present = 0) the enable bit stays clear: the CPU has none to enable
+        c.msr_apic_base = v & (0xFFFFF000ULL | APIC_BASE_BSP | (APIC_BASE_EN if c.apic_present else 0))
     elif n == MSR_SYSENTER_CS:
         c.msr_sysenter_cs = <uint32_t>v & 0xFFFF
     elif n == MSR_SYSENTER_ESP:

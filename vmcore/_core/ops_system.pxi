@@ -48,8 +48,9 @@ cdef int h_HLT(Cpu* c, Insn* i) noexcept nogil:
 cdef int h_CPUID(Cpu* c, Insn* i) noexcept nogil:
     """0F A2. What this engine implements, honestly (SDM Vol. 2 CPUID, leaf 1 EDX): an
     i686-class CPU with an x87 FPU (FPU, ops_x87.pxi), DE, PSE, TSC, MSR, CX8, SEP, PGE, CMOV
-    and FXSR (FXSAVE/FXRSTOR of the x87 state, CR4.OSFXSR); no VME, no PAE, no local APIC, no
-    MTRRs, no MMX/SSE."""
+    and FXSR (FXSAVE/FXRSTOR of the x87 state, CR4.OSFXSR); no VME, no PAE, no MTRRs, no MMX/SSE.
+    APIC (bit 9) with a local APIC that IA32_APIC_BASE[11] enables: a processor whose APIC that bit
+    disables reports none (SDM Vol. 3 §10.4.3). No TSC-deadline timer (leaf 1 ECX bit 24 clear)."""
     cdef uint32_t leaf = c.regs[R_EAX]
     if leaf == 0:
         c.regs[R_EAX] = 1
@@ -62,7 +63,7 @@ cdef int h_CPUID(Cpu* c, Insn* i) noexcept nogil:
     c.regs[R_EBX] = 0
     c.regs[R_ECX] = 0
     c.regs[R_EDX] = ((1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 13)
-                      | (1 << 15) | (1 << 24))
+                      | (1 << 15) | (1 << 24) | ((1 << 9) if c.msr_apic_base & APIC_BASE_EN else 0))
     return RC_NEXT
 
 cdef inline uint64_t tsc_now(Cpu* c, Insn* i) noexcept nogil:
