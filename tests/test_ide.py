@@ -490,11 +490,14 @@ def test_export_and_restore_mid_transfer_with_the_overlay(image):
     assert e.ide.disk.overlay == {50: b"\x77" * 512}
     with pytest.raises(ConfigError):
         e.ide.restore_state({"status": 0x50})
-    bad = dict(state, buffer="00" * 3)
-    with pytest.raises(ConfigError):
-        e.ide.restore_state(bad)
+    master = state["drives"][0]
+    with pytest.raises(ConfigError, match="bad data buffer"):
+        e.ide.restore_state(dict(state, drives=[dict(master, buffer="00" * 3), None]))
     with pytest.raises(DiskImageError):
-        e.ide.restore_state(dict(state, disk={"sectors": 5, "overlay": {}}))
+        e.ide.restore_state(dict(state, drives=[dict(master, disk={"sectors": 5, "overlay": {}}), None]))
+    with pytest.raises(ConfigError, match="has slave drive and none is attached"):
+        e.ide.restore_state(dict(state, drives=[master, master]))
+    assert e.ide.disk.overlay == {50: b"\x77" * 512}            # a refused state changes nothing
 
 
 # ---- the disk image --------------------------------------------------------------------------------
@@ -819,7 +822,7 @@ def test_guest_identifies_and_reads_sector_0_by_polling(image, mode):
     assert r.exit is Exit.HLT, r.reason
     result, total = struct.unpack("<II", m.mem_read(0x22000, 8))
     assert result == sector_sum(sector_bytes(0)) and total == SECTORS
-    assert m.mem_read(0x20000, 512) == m.ide.identify_data()
+    assert m.mem_read(0x20000, 512) == m.ide.drives[0].identify_data()
     assert r.console == f"{result:08x}\n"
 
 
