@@ -26,9 +26,18 @@ CHS_MODE = 0xA0
 SECTORS = 2 * 16 * 63      # two cylinders of the default geometry
 
 
-def sector_bytes(lba: int) -> bytes:
-    """Sector ``lba`` of the test image: its number, then a pattern of it."""
-    return struct.pack("<I", lba) + bytes((lba * 7 + i) & 0xFF for i in range(SECTOR_SIZE - 4))
+SLAVE_SECTORS = 3 * 16 * 63   # the slave's image: three cylinders
+SLAVE_SEED = 0x5A
+
+
+def sector_bytes(lba: int, seed: int = 0) -> bytes:
+    """Sector ``lba`` of the test image: its number (``seed`` in the top byte), then a pattern of both."""
+    return struct.pack("<I", lba | seed << 24) + bytes((lba * 7 + seed + i) & 0xFF for i in range(SECTOR_SIZE - 4))
+
+
+def slave_bytes(lba: int) -> bytes:
+    """Sector ``lba`` of the slave's test image."""
+    return sector_bytes(lba, SLAVE_SEED)
 
 
 @pytest.fixture
@@ -38,12 +47,20 @@ def image(tmp_path):
     return path
 
 
+@pytest.fixture
+def slave_image(tmp_path):
+    path = tmp_path / "slave.img"
+    path.write_bytes(b"".join(slave_bytes(k) for k in range(SLAVE_SECTORS)))
+    return path
+
+
 class Driver:
     """A PIO driver's view: the controller on a port bus at 0x1F0 and 0x3F6; ``irqs`` counts
     the rising edges of its IRQ line."""
 
-    def __init__(self, path, write_through=False):
-        self.ide = IdeController(DiskImage(path, write_through=write_through))
+    def __init__(self, path, write_through=False, slave=None):
+        master = DiskImage(path, write_through=write_through) if path is not None else None
+        self.ide = IdeController(master, DiskImage(slave, write_through=write_through) if slave else None)
         self.bus = PortBus()
         self.bus.attach(CMD, 8, self.ide, name="ide0")
         self.bus.attach(CTL, 1, PortWindow(self.ide, CONTROL), name="ide0-control")
@@ -92,8 +109,8 @@ class Driver:
     def task_file(self):
         return [self.inb(p) for p in (COUNT, LBA0, LBA1, LBA2, DEVICE)]
 
-    def identify(self) -> list[int]:
-        self.outb(DEVICE, CHS_MODE)
+    def identify(self, device=CHS_MODE) -> list[int]:
+        self.outb(DEVICE, device)
         self.outb(COMMAND, 0xEC)
         assert self.inb(STATUS) == DRDY | DSC | DRQ
         return self.read_words()
@@ -468,6 +485,238 @@ def test_wide_accesses_to_byte_registers_are_split(image):
     assert d.inb(LBA0) == 0x12 and d.inb(LBA1) == 0x34
     assert d.bus.read(COUNT, 4) == 0x00341201          # count 1, LBA low, mid, high (0)
     assert d.bus.read(CTL, 2) == 0xFF00 | DRDY | DSC            # 0x3F7 is not the drive's
+
+
+# ---- two drives: master (device 0) and slave (device 1) -------------------------------------------
+
+SLAVE_LBA = LBA_MODE | 0x10    # Device: LBA, device 1 (xv6: 0xE0 | 1 << 4)
+SLAVE_CHS = CHS_MODE | 0x10
+
+
+def xv6_probe(d) -> bool:
+    """xv6's ideinit: select device 1, poll Status for a nonzero value up to 1000 times, select device 0."""
+    d.outb(DEVICE, 0xE0 | 1 << 4)
+    found = any(d.inb(STATUS) != 0 for _ in range(1000))
+    d.outb(DEVICE, 0xE0)
+    return found
+
+
+def test_slave_probe_as_xv6_does_it(image, slave_image):
+    assert not xv6_probe(Driver(image))                # no slave: its Status reads 0
+    d = Driver(image, slave=slave_image)
+    d.outb(DEVICE, SLAVE_LBA)
+    assert d.inb(STATUS) == DRDY | DSC                 # the slave answers: ready (idewait: BSY clear, DRDY set)
+    assert d.inb(ERROR) == 0x01                        # its power-on diagnostic code: device 1 passed
+    assert d.task_file() == [1, 1, 0, 0, SLAVE_LBA]    # the signature, and Device as just written
+    assert xv6_probe(d)
+    assert d.ide.selected == 0 and d.inb(STATUS) == DRDY | DSC
+
+
+def test_identify_of_each_drive_gives_its_own_size_and_serial(image, slave_image):
+    d = Driver(image, slave=slave_image)
+    master, slave = d.identify(CHS_MODE), d.identify(SLAVE_CHS)
+    assert master[60] | master[61] << 16 == SECTORS
+    assert slave[60] | slave[61] << 16 == SLAVE_SECTORS                # §8.15.35: the slave's own capacity
+    assert (slave[1], slave[3], slave[6]) == (3, 16, 63)               # its own default geometry
+    assert ata_string(master[10:20]) == "VC00001".ljust(20)
+    assert ata_string(slave[10:20]) == "VC00002".ljust(20)             # serial numbers differ
+    assert ata_string(slave[27:47]) == ata_string(master[27:47]) == "VMCORE HARDDISK".ljust(40)
+    raw = b"".join(v.to_bytes(2, "little") for v in slave)
+    assert slave[255] & 0xFF == 0xA5 and sum(raw) & 0xFF == 0          # integrity word
+    assert d.ide.drives[1].identify_data() == raw and d.ide.drives[1].disk.sectors == SLAVE_SECTORS
+
+
+def test_reads_and_writes_land_in_each_drives_image(image, slave_image):
+    master_before, slave_before = image.read_bytes(), slave_image.read_bytes()
+    d = Driver(image, slave=slave_image)
+    d.lba_command(0x20, 3, 2, device=SLAVE_LBA)        # READ SECTORS on the slave
+    assert d.read_block(2) == slave_bytes(3) + slave_bytes(4)
+    d.lba_command(0x20, 3, 1)                          # the same address on the master
+    assert d.read_block() == sector_bytes(3)
+    d.lba_command(0x30, 7, 1, device=SLAVE_LBA)        # WRITE SECTORS on the slave (xv6 writes right away)
+    d.write_block(b"\xA1" * 512)
+    assert d.inb(STATUS) == DRDY | DSC
+    d.lba_command(0xC5, 7, 2)                          # WRITE MULTIPLE on the master, same LBA
+    d.write_block(b"\xB2" * 1024)
+    assert d.inb(STATUS) == DRDY | DSC
+    d.lba_command(0xC4, 6, 3, device=SLAVE_LBA)        # READ MULTIPLE on the slave
+    assert d.read_block(3) == slave_bytes(6) + b"\xA1" * 512 + slave_bytes(8)
+    d.lba_command(0x20, 6, 3)
+    assert d.read_block(3) == sector_bytes(6) + b"\xB2" * 1024
+    assert sorted(d.ide.drives[0].disk.overlay) == [7, 8]              # one overlay per drive
+    assert sorted(d.ide.drives[1].disk.overlay) == [7]
+    assert image.read_bytes() == master_before and slave_image.read_bytes() == slave_before
+    d.lba_command(0x20, SLAVE_SECTORS - 1, 1, device=SLAVE_LBA)        # the slave is the larger disk
+    assert d.read_block() == slave_bytes(SLAVE_SECTORS - 1)
+    d.lba_command(0x20, SLAVE_SECTORS - 1, 1)                          # beyond the master's end: IDNF
+    assert d.inb(STATUS) == DRDY | DSC | ERR and d.inb(ERROR) == IDNF
+
+
+def test_write_through_on_the_slave(image, slave_image):
+    d = Driver(image, write_through=True, slave=slave_image)
+    d.lba_command(0x30, 2, 1, device=SLAVE_LBA)
+    d.write_block(b"\xC3" * 512)
+    d.outb(COMMAND, 0xE7)                              # FLUSH CACHE on the slave
+    assert d.inb(STATUS) == DRDY | DSC
+    assert slave_image.read_bytes()[2 * 512:3 * 512] == b"\xC3" * 512
+    assert image.read_bytes()[2 * 512:3 * 512] == sector_bytes(2)
+
+
+def test_dev_bit_selects_registers_status_and_intrq(image, slave_image):
+    d = Driver(image, slave=slave_image)
+    d.lba_command(0x40, 100, 5, device=SLAVE_LBA)      # READ VERIFY on the slave: completes, interrupts
+    assert d.irq and d.irqs == 1
+    assert d.task_file() == [0, 105, 0, 0, SLAVE_LBA]  # the slave's task file: the next address
+    d.outb(DEVICE, LBA_MODE)                           # select the master
+    assert not d.irq                                   # only the selected device drives INTRQ
+    assert d.task_file() == [5, 100, 0, 0, LBA_MODE]   # the master's copy: the values written
+    assert d.inb(STATUS) == DRDY | DSC                 # the master's Status: does not clear the slave's
+    d.outb(DEVICE, SLAVE_LBA)
+    assert d.irq and d.irqs == 2                       # the slave's interrupt shows again
+    assert d.bus.read(CTL, 1) == DRDY | DSC and d.irq
+    assert d.inb(STATUS) == DRDY | DSC and not d.irq   # its Status read clears it
+    d.outb(COMMAND, 0xC6)                              # SET MULTIPLE (count 0: disable) on the slave only
+    assert d.identify(SLAVE_CHS)[59] == 0 and d.identify(CHS_MODE)[59] == 0x0110
+    d.outb(COUNT, 32)                                  # INITIALIZE DEVICE PARAMETERS on the slave only
+    d.outb(DEVICE, SLAVE_CHS | 3)
+    d.outb(COMMAND, 0x91)
+    assert (d.identify(SLAVE_CHS)[55], d.identify(SLAVE_CHS)[56]) == (4, 32)
+    assert (d.identify(CHS_MODE)[55], d.identify(CHS_MODE)[56]) == (16, 63)
+    d.chs_command(0x20, 0, 1, 1, 1)                    # master CHS 0/1/1 in 16 x 63
+    assert d.read_block() == sector_bytes(63)
+    d.outb(DEVICE, SLAVE_CHS | 1)                      # slave CHS 0/1/1 in 4 x 32
+    d.outb(COMMAND, 0x20)
+    assert d.read_block() == slave_bytes(32)
+    d.outb(DEVICE, SLAVE_LBA)
+    d.outb(COMMAND, 0xC4)                              # READ MULTIPLE: the slave's multiple mode is off
+    assert d.inb(ERROR) == ABRT
+    d.outb(DEVICE, LBA_MODE)
+    assert d.inb(ERROR) == 0                           # the master's Error is its own
+
+
+def test_data_port_follows_the_selected_drive(image, slave_image):
+    d = Driver(image, slave=slave_image)
+    d.lba_command(0x20, 9, 1, device=SLAVE_LBA)
+    first = d.read_words(10)
+    assert d.bus.read(CTL, 1) == DRDY | DSC | DRQ
+    d.outb(DEVICE, LBA_MODE)
+    assert d.bus.read(CTL, 1) == DRDY | DSC and d.bus.read(DATA, 2) == 0   # the master has no DRQ
+    d.outb(DEVICE, SLAVE_LBA)
+    rest = d.read_words(246)
+    assert b"".join(w.to_bytes(2, "little") for w in first + rest) == slave_bytes(9)
+
+
+def test_software_reset_resets_both_drives(image, slave_image):
+    d = Driver(image, slave=slave_image)
+    for device in (SLAVE_LBA, LBA_MODE):
+        d.outb(COUNT, 4)
+        d.outb(DEVICE, device)
+        d.outb(COMMAND, 0xC6)                          # SET MULTIPLE 4 on each
+    d.lba_command(0x20, 1, 2, device=SLAVE_LBA)        # the slave in a data phase, its interrupt pending
+    d.read_words(3)
+    assert d.irq
+    d.outb(CTL, SRST)                                  # SRST reaches both devices
+    assert d.inb(STATUS) & BSY and not d.irq           # the slave (selected) is busy
+    d.outb(DEVICE, LBA_MODE)                           # taken by no one while in reset
+    assert d.ide.selected == 1 and d.bus.read(CTL, 1) & BSY
+    d.outb(CTL, 0)
+    assert d.ide.selected == 0                         # the signature selects device 0
+    assert d.inb(STATUS) == DRDY | DSC and d.inb(ERROR) == 0x01        # device 0 passed, device 1 passed
+    assert d.task_file() == [1, 1, 0, 0, 0]
+    d.outb(DEVICE, 0x10)                               # device 1, and nothing else, in Device
+    assert d.inb(STATUS) == DRDY | DSC and d.inb(ERROR) == 0x01        # device 1 passed
+    assert d.task_file() == [1, 1, 0, 0, 0x10]         # its signature
+    assert not d.irq and d.bus.read(DATA, 2) == 0      # its data phase ended, no interrupt
+    assert d.identify(SLAVE_CHS)[59] == 0x0104         # SET MULTIPLE survives on both
+    assert d.identify(CHS_MODE)[59] == 0x0104
+
+
+def test_execute_device_diagnostic_with_two_drives(image, slave_image):
+    d = Driver(image, slave=slave_image)
+    d.lba_command(0x00, 0, 1, device=SLAVE_LBA)        # NOP: the slave aborts, its interrupt pending
+    assert d.inb(ERROR) == ABRT
+    d.lba_command(0x40, SECTORS, 1)                    # the master: IDNF beyond its end
+    assert d.inb(ERROR) == IDNF
+    d.irqs = 0
+    d.outb(DEVICE, SLAVE_LBA)
+    d.outb(COMMAND, 0x90)                              # EXECUTE DEVICE DIAGNOSTIC with device 1 selected
+    assert d.ide.selected == 0 and d.inb(DEVICE) == 0  # both executed it; DEV cleared: device 0 selected
+    assert d.irqs == 1                                 # device 0 ends it with an interrupt
+    assert d.inb(STATUS) == DRDY | DSC
+    assert d.inb(ERROR) == 0x01                        # device 0 passed, device 1 passed (PDIAG-)
+    assert d.task_file() == [1, 1, 0, 0, 0]
+    d.outb(DEVICE, 0x10)
+    assert not d.irq                                   # device 1 does not interrupt
+    assert d.inb(STATUS) == DRDY | DSC and d.inb(ERROR) == 0x01        # device 1 passed, its ABRT gone
+    assert d.task_file() == [1, 1, 0, 0, 0x10]
+
+
+def test_slave_commands_raise_intrq_with_nien_clear(image, slave_image):
+    """xv6's idestart: Device Control 0 (nIEN clear), then READ SECTORS / WRITE SECTORS on drive 1;
+    ideintr reads the data once idewait (BSY clear, DRDY set) is done."""
+    d = Driver(image, slave=slave_image)
+    d.outb(CTL, 0)
+    d.lba_command(0x20, 40, 1, device=SLAVE_LBA)
+    assert d.irq and d.irqs == 1                       # PIO data-in: the sector is ready
+    assert d.inb(STATUS) == DRDY | DSC | DRQ and not d.irq
+    assert b"".join(d.bus.read(DATA, 4).to_bytes(4, "little") for _ in range(128)) == slave_bytes(40)
+    d.lba_command(0x30, 41, 1, device=SLAVE_LBA)
+    for k in range(128):                               # outsl right after the command
+        d.bus.write(DATA, 4, 0x01020304 + k)
+    assert d.irq and d.irqs == 2                       # PIO data-out: the completion interrupt
+    assert d.inb(STATUS) == DRDY | DSC and not d.irq
+    d.outb(CTL, NIEN)
+    d.lba_command(0x40, 0, 1, device=SLAVE_LBA)
+    assert not d.irq                                   # nIEN reaches the slave too
+    d.outb(CTL, 0)
+    assert d.irq and d.irqs == 3
+    assert d.ide.drives[1].disk.overlay[41][:8] == bytes.fromhex("0403020105030201")
+
+
+def test_slave_alone(slave_image):
+    d = Driver(None, slave=slave_image)                # QEMU's -hdb without -hda
+    assert d.inb(STATUS) == 0 and d.inb(ERROR) == 0    # the absent master reads 0
+    d.outb(COMMAND, 0xEC)
+    assert not d.irq and d.bus.read(DATA, 2) == 0
+    assert xv6_probe(d)
+    w = d.identify(SLAVE_CHS)
+    assert w[60] | w[61] << 16 == SLAVE_SECTORS
+    d.lba_command(0x20, 0, 1, device=SLAVE_LBA)
+    assert d.irq and d.read_block() == slave_bytes(0)
+    assert d.ide.disk is None and d.ide.drives[0] is None
+
+
+def test_export_and_restore_with_two_drives(image, slave_image):
+    d = Driver(image, slave=slave_image)
+    d.lba_command(0x30, 5, 1)                          # master: a write to its overlay
+    d.write_block(b"\x66" * 512)
+    d.lba_command(0x30, 6, 1, device=SLAVE_LBA)        # slave: a write, then a read in its data phase
+    d.write_block(b"\x99" * 512)
+    d.outb(COUNT, 2)
+    d.outb(COMMAND, 0xC6)
+    d.lba_command(0xC4, 5, 3, device=SLAVE_LBA)
+    d.read_words(300)
+    d.outb(CTL, NIEN)
+    state = d.ide.export_state()
+    assert state["control"] == NIEN and state["device"] == SLAVE_LBA
+    e = Driver(image, slave=slave_image)
+    e.ide.restore_state(state)
+    assert e.ide.selected == 1 and not e.irq           # nIEN restored
+    rest = e.read_words(212)
+    assert b"".join(w.to_bytes(2, "little") for w in rest) == (slave_bytes(5) + b"\x99" * 512)[600:]
+    assert e.inb(STATUS) == DRDY | DSC | DRQ and e.read_block() == slave_bytes(7)
+    assert e.ide.drives[0].disk.overlay == {5: b"\x66" * 512}
+    assert e.ide.drives[1].disk.overlay == {6: b"\x99" * 512}
+    assert e.identify(CHS_MODE)[59] == 0x0110 and e.identify(SLAVE_CHS)[59] == 0x0102
+    with pytest.raises(ConfigError, match="has slave drive and none is attached"):
+        Driver(image).ide.restore_state(state)
+    with pytest.raises(ConfigError, match="has no master drive and one is attached"):
+        Driver(image, slave=slave_image).ide.restore_state(dict(state, drives=[None, state["drives"][1]]))
+    f = Driver(image, slave=slave_image)
+    bad = [state["drives"][0], dict(state["drives"][1], disk={"sectors": 1, "overlay": {}})]
+    with pytest.raises(DiskImageError):
+        f.ide.restore_state(dict(state, drives=bad))
+    assert f.ide.drives[0].disk.overlay == {} and f.ide.selected == 0  # nothing restored
 
 
 # ---- state ---------------------------------------------------------------------------------------
