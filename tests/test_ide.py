@@ -832,6 +832,29 @@ def test_attach_disk_wires_irq_14_and_its_state(image, tmp_path):
         vmcore.Machine(memory_mb=2, mode="bare", devices=False).attach_disk(image)
 
 
+def test_attach_disk_as_the_slave(image, slave_image):
+    m = vmcore.Machine(memory_mb=2, mode="bare")
+    ide = m.attach_disk(slave_image, drive=1)          # a slave first: the channel, the PCI function
+    assert m.ide is ide and ide.drives[0] is None and ide.drives[1].disk.path == slave_image
+    assert cfg(m, 1, 1, 0x00) == 0x70108086
+    assert m.attach_disk(image) is ide and ide.drives[0].disk.path == image    # then the master, same channel
+    for drive, path in ((0, slave_image), (1, image)):
+        with pytest.raises(ConfigError, match=f"attached already as the primary {('master', 'slave')[drive]}"):
+            m.attach_disk(path, drive=drive)
+    for bad in (2, -1, "1", True):
+        with pytest.raises(ConfigError, match="drive is 0"):
+            m.attach_disk(image, drive=bad)
+    m.bus.write(0x1F6, 1, 0xF0)                        # device 1, LBA 0
+    m.bus.write(0x1F7, 1, 0x40)                        # READ VERIFY on the slave: IRQ 14
+    assert m.pic.slave.export_state()["lines"] & 0x40
+    m.bus.write(0x1F6, 1, 0xE0)                        # selecting the master releases INTRQ
+    assert not m.pic.slave.export_state()["lines"] & 0x40
+    m.bus.write(0x1F6, 1, 0xF0)
+    assert m.bus.read(0x1F7, 1) == DRDY | DSC and not m.pic.slave.export_state()["lines"] & 0x40
+    state = m.bus.export_state()["ide0"]
+    assert [d["disk"]["sectors"] for d in state["drives"]] == [SECTORS, SLAVE_SECTORS]
+
+
 def test_cli_runs_a_rom_with_a_disk_and_prints_the_cga_screen(image, tmp_path, capsys):
     """`vmcore run --bios ROM -hda IMG`: a real-mode ROM reads sector 0 by PIO, puts its first
     bytes and '☺ IDE' on the screen, writes sector 1 and powers off."""
@@ -1179,3 +1202,27 @@ def test_cli_kernel_takes_a_disk(image, tmp_path, capfd):
                        "--mode", "bare"])
     out = capfd.readouterr().out
     assert status == 3 and "disk disk.img (2016 sectors, writes to the file)" in out
+
+
+def test_cli_takes_a_master_and_a_slave(image, slave_image, tmp_path, capsys):
+    """`-hda`/`-hdb` as QEMU spells them, or `--disk` twice (master first); --disk-write for all."""
+    rom = assemble_text(ROM, "ide-rom", kind="ide-guests")
+    (tmp_path / "rom.bin").write_bytes(rom)
+    run = ["run", "--bios", str(tmp_path / "rom.bin"), "--count", "100000"]
+    slave_before = slave_image.read_bytes()
+    assert cli.main(run + ["-hdb", str(slave_image), "-hda", str(image)]) == 0x10
+    out = capsys.readouterr().out
+    assert "disks disk.img (master, 2016 sectors) and slave.img (slave, 3024 sectors), writes kept in memory" in out
+    assert cli.main(run + ["--disk", str(image), "--disk", str(slave_image), "--disk-write"]) == 0x10
+    out = capsys.readouterr().out
+    assert "disks disk.img (master, 2016 sectors) and slave.img (slave, 3024 sectors), writes to the files" in out
+    assert image.read_bytes()[512:520] == b"WRITTEN!"            # the ROM wrote the master's sector 1
+    assert slave_image.read_bytes() == slave_before                # and nothing on the slave
+    assert cli.main(run + ["-hdb", str(slave_image), "--disk", str(image)]) == 0x10   # --disk takes the free master
+    assert "disks disk.img (master" in capsys.readouterr().out
+    assert cli.main(run + ["-hdb", str(slave_image)]) == 0x7F      # the ROM reads the absent master: Status 0
+    assert "disk slave.img (slave, 3024 sectors), writes kept in memory" in capsys.readouterr().out
+    for bad in (["--disk", str(image)] * 3, ["-hda", str(image), "-hda", str(image)],
+                ["-hda", str(image), "-hdb", str(image), "--disk", str(image)]):
+        assert cli.main(run + bad) == 2
+        assert "vmcore: error:" in capsys.readouterr().err
