@@ -1226,3 +1226,135 @@ def test_cli_takes_a_master_and_a_slave(image, slave_image, tmp_path, capsys):
                 ["-hda", str(image), "-hdb", str(image), "--disk", str(image)]):
         assert cli.main(run + bad) == 2
         assert "vmcore: error:" in capsys.readouterr().err
+
+
+# flat 32-bit, the 8259A pair programmed (IRQ 14 = vector 0x2E), xv6's ide.c done in assembly:
+# idewait (until BSY clear and DRDY set), probe device 1 (0xE0 | 1 << 4, Status nonzero within
+# 1000 reads), then with nIEN clear READ SECTORS of LBA 5 on drive 1, its IRQ 14, idewait and
+# INSD into 0x10000; WRITE SECTORS of those 512 bytes to LBA 6 on drive 1 by OUTSD right after
+# the command, its IRQ 14; [0x608] = 0x600D, or 0xBAD when no device 1 answered. The IRQ 14
+# handler is IRQ14_HANDLER (Status into [0x604], a tick in [0x600], EOI).
+XV6_SLAVE_MAIN = r"""
+    call idewait
+    mov dx, 0x1F6
+    mov al, 0xE0 | 1 << 4
+    out dx, al
+    mov ecx, 1000
+    mov dx, 0x1F7
+.probe:
+    in al, dx
+    test al, al
+    jnz .found
+    loop .probe
+    jmp fail
+.found:
+    mov dx, 0x1F6
+    mov al, 0xE0
+    out dx, al
+    mov bl, 5
+    mov bh, 0x20            ; READ SECTORS
+    call idestart
+    mov ebx, 1
+    call wait_irq
+    call idewait            ; ideintr: the data, once ready
+    mov edi, 0x10000
+    mov ecx, 128
+    mov dx, 0x1F0
+    rep insd
+    mov bl, 6
+    mov bh, 0x30            ; WRITE SECTORS
+    call idestart
+    mov esi, 0x10000
+    mov ecx, 128
+    mov dx, 0x1F0
+    rep outsd
+    mov ebx, 2
+    call wait_irq
+    call idewait
+    mov dword [0x608], 0x600D
+    cli
+    hlt
+fail:
+    mov dword [0x608], 0xBAD
+    cli
+    hlt
+idestart:                   ; one sector at LBA bl on drive 1, command bh
+    call idewait
+    mov dx, 0x3F6
+    xor al, al
+    out dx, al              ; nIEN clear: generate interrupts
+    mov dx, 0x1F2
+    mov al, 1
+    out dx, al
+    inc dx
+    mov al, bl
+    out dx, al              ; LBA 7:0
+    inc dx
+    xor al, al
+    out dx, al
+    inc dx
+    out dx, al
+    inc dx
+    mov al, 0xE0 | 1 << 4   ; LBA, drive 1, LBA 27:24 = 0
+    out dx, al
+    inc dx
+    mov al, bh
+    out dx, al
+    ret
+idewait:                    ; until BSY clear and DRDY set
+    mov dx, 0x1F7
+.poll:
+    in al, dx
+    and al, 0xC0
+    cmp al, 0x40
+    jne .poll
+    ret
+wait_irq:                   ; until [TICKS] >= ebx, halting with interrupts on
+    cli
+    cmp [0x600], ebx
+    jae .got
+    sti
+    hlt
+    jmp wait_irq
+.got:
+    sti
+    ret
+"""
+
+
+@pytest.mark.parametrize("mode", ["bare", "bt"])
+def test_guest_reads_and_writes_the_slave_as_xv6_does(image, slave_image, mode, monkeypatch):
+    import pc_guest as g
+
+    monkeypatch.setenv("VMCORE_MODE", mode)
+    pic = g.pic_init(0xFB, 0xBF)                       # master: IR2 (the slave PIC) only; slave: IR6 only
+    main = pic + assemble_text(f"bits 32\norg {g.CODE + len(pic):#x}\n" + XV6_SLAVE_MAIN, "ide-xv6-slave",
+                               kind="ide-guests")
+    handler = assemble_text(f"bits 32\norg {g.HANDLERS:#x}\n" + IRQ14_HANDLER, "ide-irq14", kind="ide-guests")
+    m = g.machine(main, {0x2E: handler}, memory_mb=2)
+    assert m.mode == mode
+    m.attach_disk(image)
+    m.attach_disk(slave_image, drive=1)
+    r = m.run(count=10**6, timeout=60)
+    assert r.exit is Exit.HLT and "interrupts enabled" not in r.reason, r.reason
+    assert m.mem_read(0x608, 4) == (0x600D).to_bytes(4, "little")
+    assert g.ticks(m) == 2                             # the read's data ready, the write's completion
+    assert m.mem_read(0x604, 1)[0] == DRDY | DSC       # the handler saw the write done
+    assert m.mem_read(0x10000, 512) == slave_bytes(5)  # the slave's sector, not the master's
+    assert m.ide.drives[1].disk.overlay == {6: slave_bytes(5)}
+    assert m.ide.drives[0].disk.overlay == {}
+
+
+def test_guest_finds_no_slave_without_one(image, monkeypatch):
+    import pc_guest as g
+
+    monkeypatch.setenv("VMCORE_MODE", "bare")
+    pic = g.pic_init(0xFB, 0xBF)
+    main = pic + assemble_text(f"bits 32\norg {g.CODE + len(pic):#x}\n" + XV6_SLAVE_MAIN, "ide-xv6-slave",
+                               kind="ide-guests")
+    handler = assemble_text(f"bits 32\norg {g.HANDLERS:#x}\n" + IRQ14_HANDLER, "ide-irq14", kind="ide-guests")
+    m = g.machine(main, {0x2E: handler}, memory_mb=2)
+    m.attach_disk(image)
+    r = m.run(count=10**6, timeout=60)
+    assert r.exit is Exit.HLT, r.reason
+    assert m.mem_read(0x608, 4) == (0xBAD).to_bytes(4, "little") and g.ticks(m) == 0
