@@ -1,7 +1,8 @@
-"""The ATA/IDE PIO disk (vmcore/devices/ide.py, disk.py): driven through the port bus as a
-driver drives it, checked against ATA/ATAPI-6 (sections cited); the PIIX3 IDE function at PCI
-00:01.1; the disk image's errors; then guests that IDENTIFY the drive and read it by port I/O,
-under bare and bt."""
+"""The ATA/IDE PIO disks (vmcore/devices/ide.py, disk.py): driven through the port bus as a
+driver drives them, checked against ATA/ATAPI-6 (sections cited): one drive, then a master and a
+slave sharing the channel; the PIIX3 IDE function at PCI 00:01.1; the disk image's errors; the
+CLI; then guests that IDENTIFY the drive and read it by port I/O, and one that does xv6's ide.c
+on the slave, under bare and bt."""
 import os
 import struct
 

@@ -84,7 +84,6 @@ ERR_ABRT = 0x04        # command aborted
 # the Error register after a reset or EXECUTE DEVICE DIAGNOSTIC (its diagnostic codes): in device 0
 # "device 0 passed, device 1 passed or not present", in device 1 "device 1 passed"
 DIAG_PASSED = 0x01
-DIAG_DEVICE0_PASSED = DIAG_PASSED
 
 # Device register: bits 7 and 5 are obsolete
 DEV_LBA = 0x40
