@@ -687,6 +687,17 @@ def test_slave_alone(slave_image):
     assert d.ide.disk is None and d.ide.drives[0] is None
 
 
+def test_controller_rejects_bad_drives(image, slave_image):
+    with pytest.raises(ConfigError, match="needs a DiskImage, not str"):
+        IdeController(str(image))
+    ide = IdeController(DiskImage(image))
+    with pytest.raises(ConfigError, match="device 0 .master. or 1 .slave., not 2"):
+        ide.attach(2, DiskImage(slave_image))
+    with pytest.raises(ConfigError, match="the IDE master is attached already"):
+        ide.attach(0, DiskImage(slave_image))
+    assert ide.attach(1, DiskImage(slave_image)) is ide.drives[1] and ide.drives[1].name == "slave"
+
+
 def test_export_and_restore_with_two_drives(image, slave_image):
     d = Driver(image, slave=slave_image)
     d.lba_command(0x30, 5, 1)                          # master: a write to its overlay

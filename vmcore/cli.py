@@ -5,7 +5,7 @@
     vmcore run sieve -d insn --count 50   # trace instructions (capstone), exits
     vmcore run --kernel bzImage --initrd initrd.img --append "console=ttyS0" -m 256   # Linux, QEMU's way
     vmcore run --bios rom.bin --disk disk.img      # an IDE disk (QEMU's -hda); --disk-write keeps writes
-    vmcore run --bios bios.bin -hda xv6.img -hdb fs.img   # master and slave (or --disk twice)
+    vmcore run --bios bios.bin -hda disk.img -hdb fs.img  # master and slave (or --disk twice)
     vmcore list                      # the workloads and their sizes
     vmcore bench --quick --compare   # the bench/ suites: table, stored run, regression gate
     vmcore dashboard -o bench.html   # static HTML page of the stored runs
