@@ -1,7 +1,8 @@
-"""The ATA/IDE PIO disk (vmcore/devices/ide.py, disk.py): driven through the port bus as a
-driver drives it, checked against ATA/ATAPI-6 (sections cited); the PIIX3 IDE function at PCI
-00:01.1; the disk image's errors; then guests that IDENTIFY the drive and read it by port I/O,
-under bare and bt."""
+"""The ATA/IDE PIO disks (vmcore/devices/ide.py, disk.py): driven through the port bus as a
+driver drives them, checked against ATA/ATAPI-6 (sections cited): one drive, then a master and a
+slave sharing the channel; the PIIX3 IDE function at PCI 00:01.1; the disk image's errors; the
+CLI; then guests that IDENTIFY the drive and read it by port I/O, and one that does xv6's ide.c
+on the slave, under bare and bt."""
 import os
 import struct
 
@@ -26,9 +27,18 @@ CHS_MODE = 0xA0
 SECTORS = 2 * 16 * 63      # two cylinders of the default geometry
 
 
-def sector_bytes(lba: int) -> bytes:
-    """Sector ``lba`` of the test image: its number, then a pattern of it."""
-    return struct.pack("<I", lba) + bytes((lba * 7 + i) & 0xFF for i in range(SECTOR_SIZE - 4))
+SLAVE_SECTORS = 3 * 16 * 63   # the slave's image: three cylinders
+SLAVE_SEED = 0x5A
+
+
+def sector_bytes(lba: int, seed: int = 0) -> bytes:
+    """Sector ``lba`` of the test image: its number (``seed`` in the top byte), then a pattern of both."""
+    return struct.pack("<I", lba | seed << 24) + bytes((lba * 7 + seed + i) & 0xFF for i in range(SECTOR_SIZE - 4))
+
+
+def slave_bytes(lba: int) -> bytes:
+    """Sector ``lba`` of the slave's test image."""
+    return sector_bytes(lba, SLAVE_SEED)
 
 
 @pytest.fixture
@@ -38,12 +48,20 @@ def image(tmp_path):
     return path
 
 
+@pytest.fixture
+def slave_image(tmp_path):
+    path = tmp_path / "slave.img"
+    path.write_bytes(b"".join(slave_bytes(k) for k in range(SLAVE_SECTORS)))
+    return path
+
+
 class Driver:
     """A PIO driver's view: the controller on a port bus at 0x1F0 and 0x3F6; ``irqs`` counts
     the rising edges of its IRQ line."""
 
-    def __init__(self, path, write_through=False):
-        self.ide = IdeController(DiskImage(path, write_through=write_through))
+    def __init__(self, path, write_through=False, slave=None):
+        master = DiskImage(path, write_through=write_through) if path is not None else None
+        self.ide = IdeController(master, DiskImage(slave, write_through=write_through) if slave else None)
         self.bus = PortBus()
         self.bus.attach(CMD, 8, self.ide, name="ide0")
         self.bus.attach(CTL, 1, PortWindow(self.ide, CONTROL), name="ide0-control")
@@ -92,8 +110,8 @@ class Driver:
     def task_file(self):
         return [self.inb(p) for p in (COUNT, LBA0, LBA1, LBA2, DEVICE)]
 
-    def identify(self) -> list[int]:
-        self.outb(DEVICE, CHS_MODE)
+    def identify(self, device=CHS_MODE) -> list[int]:
+        self.outb(DEVICE, device)
         self.outb(COMMAND, 0xEC)
         assert self.inb(STATUS) == DRDY | DSC | DRQ
         return self.read_words()
@@ -470,6 +488,249 @@ def test_wide_accesses_to_byte_registers_are_split(image):
     assert d.bus.read(CTL, 2) == 0xFF00 | DRDY | DSC            # 0x3F7 is not the drive's
 
 
+# ---- two drives: master (device 0) and slave (device 1) -------------------------------------------
+
+SLAVE_LBA = LBA_MODE | 0x10    # Device: LBA, device 1 (xv6: 0xE0 | 1 << 4)
+SLAVE_CHS = CHS_MODE | 0x10
+
+
+def xv6_probe(d) -> bool:
+    """xv6's ideinit: select device 1, poll Status for a nonzero value up to 1000 times, select device 0."""
+    d.outb(DEVICE, 0xE0 | 1 << 4)
+    found = any(d.inb(STATUS) != 0 for _ in range(1000))
+    d.outb(DEVICE, 0xE0)
+    return found
+
+
+def test_slave_probe_as_xv6_does_it(image, slave_image):
+    assert not xv6_probe(Driver(image))                # no slave: its Status reads 0
+    d = Driver(image, slave=slave_image)
+    d.outb(DEVICE, SLAVE_LBA)
+    assert d.inb(STATUS) == DRDY | DSC                 # the slave answers: ready (idewait: BSY clear, DRDY set)
+    assert d.inb(ERROR) == 0x01                        # its power-on diagnostic code: device 1 passed
+    assert d.task_file() == [1, 1, 0, 0, SLAVE_LBA]    # the signature, and Device as just written
+    assert xv6_probe(d)
+    assert d.ide.selected == 0 and d.inb(STATUS) == DRDY | DSC
+
+
+def test_identify_of_each_drive_gives_its_own_size_and_serial(image, slave_image):
+    d = Driver(image, slave=slave_image)
+    master, slave = d.identify(CHS_MODE), d.identify(SLAVE_CHS)
+    assert master[60] | master[61] << 16 == SECTORS
+    assert slave[60] | slave[61] << 16 == SLAVE_SECTORS                # §8.15.35: the slave's own capacity
+    assert (slave[1], slave[3], slave[6]) == (3, 16, 63)               # its own default geometry
+    assert ata_string(master[10:20]) == "VC00001".ljust(20)
+    assert ata_string(slave[10:20]) == "VC00002".ljust(20)             # serial numbers differ
+    assert ata_string(slave[27:47]) == ata_string(master[27:47]) == "VMCORE HARDDISK".ljust(40)
+    raw = b"".join(v.to_bytes(2, "little") for v in slave)
+    assert slave[255] & 0xFF == 0xA5 and sum(raw) & 0xFF == 0          # integrity word
+    assert d.ide.drives[1].identify_data() == raw and d.ide.drives[1].disk.sectors == SLAVE_SECTORS
+
+
+def test_reads_and_writes_land_in_each_drives_image(image, slave_image):
+    master_before, slave_before = image.read_bytes(), slave_image.read_bytes()
+    d = Driver(image, slave=slave_image)
+    d.lba_command(0x20, 3, 2, device=SLAVE_LBA)        # READ SECTORS on the slave
+    assert d.read_block(2) == slave_bytes(3) + slave_bytes(4)
+    d.lba_command(0x20, 3, 1)                          # the same address on the master
+    assert d.read_block() == sector_bytes(3)
+    d.lba_command(0x30, 7, 1, device=SLAVE_LBA)        # WRITE SECTORS on the slave (xv6 writes right away)
+    d.write_block(b"\xA1" * 512)
+    assert d.inb(STATUS) == DRDY | DSC
+    d.lba_command(0xC5, 7, 2)                          # WRITE MULTIPLE on the master, same LBA
+    d.write_block(b"\xB2" * 1024)
+    assert d.inb(STATUS) == DRDY | DSC
+    d.lba_command(0xC4, 6, 3, device=SLAVE_LBA)        # READ MULTIPLE on the slave
+    assert d.read_block(3) == slave_bytes(6) + b"\xA1" * 512 + slave_bytes(8)
+    d.lba_command(0x20, 6, 3)
+    assert d.read_block(3) == sector_bytes(6) + b"\xB2" * 1024
+    assert sorted(d.ide.drives[0].disk.overlay) == [7, 8]              # one overlay per drive
+    assert sorted(d.ide.drives[1].disk.overlay) == [7]
+    assert image.read_bytes() == master_before and slave_image.read_bytes() == slave_before
+    d.lba_command(0x20, SLAVE_SECTORS - 1, 1, device=SLAVE_LBA)        # the slave is the larger disk
+    assert d.read_block() == slave_bytes(SLAVE_SECTORS - 1)
+    d.lba_command(0x20, SLAVE_SECTORS - 1, 1)                          # beyond the master's end: IDNF
+    assert d.inb(STATUS) == DRDY | DSC | ERR and d.inb(ERROR) == IDNF
+
+
+def test_write_through_on_the_slave(image, slave_image):
+    d = Driver(image, write_through=True, slave=slave_image)
+    d.lba_command(0x30, 2, 1, device=SLAVE_LBA)
+    d.write_block(b"\xC3" * 512)
+    d.outb(COMMAND, 0xE7)                              # FLUSH CACHE on the slave
+    assert d.inb(STATUS) == DRDY | DSC
+    assert slave_image.read_bytes()[2 * 512:3 * 512] == b"\xC3" * 512
+    assert image.read_bytes()[2 * 512:3 * 512] == sector_bytes(2)
+
+
+def test_dev_bit_selects_registers_status_and_intrq(image, slave_image):
+    d = Driver(image, slave=slave_image)
+    d.lba_command(0x40, 100, 5, device=SLAVE_LBA)      # READ VERIFY on the slave: completes, interrupts
+    assert d.irq and d.irqs == 1
+    assert d.task_file() == [0, 105, 0, 0, SLAVE_LBA]  # the slave's task file: the next address
+    d.outb(DEVICE, LBA_MODE)                           # select the master
+    assert not d.irq                                   # only the selected device drives INTRQ
+    assert d.task_file() == [5, 100, 0, 0, LBA_MODE]   # the master's copy: the values written
+    assert d.inb(STATUS) == DRDY | DSC                 # the master's Status: does not clear the slave's
+    d.outb(DEVICE, SLAVE_LBA)
+    assert d.irq and d.irqs == 2                       # the slave's interrupt shows again
+    assert d.bus.read(CTL, 1) == DRDY | DSC and d.irq
+    assert d.inb(STATUS) == DRDY | DSC and not d.irq   # its Status read clears it
+    d.outb(COMMAND, 0xC6)                              # SET MULTIPLE (count 0: disable) on the slave only
+    assert d.identify(SLAVE_CHS)[59] == 0 and d.identify(CHS_MODE)[59] == 0x0110
+    d.outb(COUNT, 32)                                  # INITIALIZE DEVICE PARAMETERS on the slave only
+    d.outb(DEVICE, SLAVE_CHS | 3)
+    d.outb(COMMAND, 0x91)
+    assert (d.identify(SLAVE_CHS)[55], d.identify(SLAVE_CHS)[56]) == (4, 32)
+    assert (d.identify(CHS_MODE)[55], d.identify(CHS_MODE)[56]) == (16, 63)
+    d.chs_command(0x20, 0, 1, 1, 1)                    # master CHS 0/1/1 in 16 x 63
+    assert d.read_block() == sector_bytes(63)
+    d.outb(DEVICE, SLAVE_CHS | 1)                      # slave CHS 0/1/1 in 4 x 32
+    d.outb(COMMAND, 0x20)
+    assert d.read_block() == slave_bytes(32)
+    d.outb(DEVICE, SLAVE_LBA)
+    d.outb(COMMAND, 0xC4)                              # READ MULTIPLE: the slave's multiple mode is off
+    assert d.inb(ERROR) == ABRT
+    d.outb(DEVICE, LBA_MODE)
+    assert d.inb(ERROR) == 0                           # the master's Error is its own
+
+
+def test_data_port_follows_the_selected_drive(image, slave_image):
+    d = Driver(image, slave=slave_image)
+    d.lba_command(0x20, 9, 1, device=SLAVE_LBA)
+    first = d.read_words(10)
+    assert d.bus.read(CTL, 1) == DRDY | DSC | DRQ
+    d.outb(DEVICE, LBA_MODE)
+    assert d.bus.read(CTL, 1) == DRDY | DSC and d.bus.read(DATA, 2) == 0   # the master has no DRQ
+    d.outb(DEVICE, SLAVE_LBA)
+    rest = d.read_words(246)
+    assert b"".join(w.to_bytes(2, "little") for w in first + rest) == slave_bytes(9)
+
+
+def test_software_reset_resets_both_drives(image, slave_image):
+    d = Driver(image, slave=slave_image)
+    for device in (SLAVE_LBA, LBA_MODE):
+        d.outb(COUNT, 4)
+        d.outb(DEVICE, device)
+        d.outb(COMMAND, 0xC6)                          # SET MULTIPLE 4 on each
+    d.lba_command(0x20, 1, 2, device=SLAVE_LBA)        # the slave in a data phase, its interrupt pending
+    d.read_words(3)
+    assert d.irq
+    d.outb(CTL, SRST)                                  # SRST reaches both devices
+    assert d.inb(STATUS) & BSY and not d.irq           # the slave (selected) is busy
+    d.outb(DEVICE, LBA_MODE)                           # taken by no one while in reset
+    assert d.ide.selected == 1 and d.bus.read(CTL, 1) & BSY
+    d.outb(CTL, 0)
+    assert d.ide.selected == 0                         # the signature selects device 0
+    assert d.inb(STATUS) == DRDY | DSC and d.inb(ERROR) == 0x01        # device 0 passed, device 1 passed
+    assert d.task_file() == [1, 1, 0, 0, 0]
+    d.outb(DEVICE, 0x10)                               # device 1, and nothing else, in Device
+    assert d.inb(STATUS) == DRDY | DSC and d.inb(ERROR) == 0x01        # device 1 passed
+    assert d.task_file() == [1, 1, 0, 0, 0x10]         # its signature
+    assert not d.irq and d.bus.read(DATA, 2) == 0      # its data phase ended, no interrupt
+    assert d.identify(SLAVE_CHS)[59] == 0x0104         # SET MULTIPLE survives on both
+    assert d.identify(CHS_MODE)[59] == 0x0104
+
+
+def test_execute_device_diagnostic_with_two_drives(image, slave_image):
+    d = Driver(image, slave=slave_image)
+    d.lba_command(0x00, 0, 1, device=SLAVE_LBA)        # NOP: the slave aborts, its interrupt pending
+    assert d.inb(ERROR) == ABRT
+    d.lba_command(0x40, SECTORS, 1)                    # the master: IDNF beyond its end
+    assert d.inb(ERROR) == IDNF
+    d.irqs = 0
+    d.outb(DEVICE, SLAVE_LBA)
+    d.outb(COMMAND, 0x90)                              # EXECUTE DEVICE DIAGNOSTIC with device 1 selected
+    assert d.ide.selected == 0 and d.inb(DEVICE) == 0  # both executed it; DEV cleared: device 0 selected
+    assert d.irqs == 1                                 # device 0 ends it with an interrupt
+    assert d.inb(STATUS) == DRDY | DSC
+    assert d.inb(ERROR) == 0x01                        # device 0 passed, device 1 passed (PDIAG-)
+    assert d.task_file() == [1, 1, 0, 0, 0]
+    d.outb(DEVICE, 0x10)
+    assert not d.irq                                   # device 1 does not interrupt
+    assert d.inb(STATUS) == DRDY | DSC and d.inb(ERROR) == 0x01        # device 1 passed, its ABRT gone
+    assert d.task_file() == [1, 1, 0, 0, 0x10]
+
+
+def test_slave_commands_raise_intrq_with_nien_clear(image, slave_image):
+    """xv6's idestart: Device Control 0 (nIEN clear), then READ SECTORS / WRITE SECTORS on drive 1;
+    ideintr reads the data once idewait (BSY clear, DRDY set) is done."""
+    d = Driver(image, slave=slave_image)
+    d.outb(CTL, 0)
+    d.lba_command(0x20, 40, 1, device=SLAVE_LBA)
+    assert d.irq and d.irqs == 1                       # PIO data-in: the sector is ready
+    assert d.inb(STATUS) == DRDY | DSC | DRQ and not d.irq
+    assert b"".join(d.bus.read(DATA, 4).to_bytes(4, "little") for _ in range(128)) == slave_bytes(40)
+    d.lba_command(0x30, 41, 1, device=SLAVE_LBA)
+    for k in range(128):                               # outsl right after the command
+        d.bus.write(DATA, 4, 0x01020304 + k)
+    assert d.irq and d.irqs == 2                       # PIO data-out: the completion interrupt
+    assert d.inb(STATUS) == DRDY | DSC and not d.irq
+    d.outb(CTL, NIEN)
+    d.lba_command(0x40, 0, 1, device=SLAVE_LBA)
+    assert not d.irq                                   # nIEN reaches the slave too
+    d.outb(CTL, 0)
+    assert d.irq and d.irqs == 3
+    assert d.ide.drives[1].disk.overlay[41][:8] == bytes.fromhex("0403020105030201")
+
+
+def test_slave_alone(slave_image):
+    d = Driver(None, slave=slave_image)                # QEMU's -hdb without -hda
+    assert d.inb(STATUS) == 0 and d.inb(ERROR) == 0    # the absent master reads 0
+    d.outb(COMMAND, 0xEC)
+    assert not d.irq and d.bus.read(DATA, 2) == 0
+    assert xv6_probe(d)
+    w = d.identify(SLAVE_CHS)
+    assert w[60] | w[61] << 16 == SLAVE_SECTORS
+    d.lba_command(0x20, 0, 1, device=SLAVE_LBA)
+    assert d.irq and d.read_block() == slave_bytes(0)
+    assert d.ide.disk is None and d.ide.drives[0] is None
+
+
+def test_controller_rejects_bad_drives(image, slave_image):
+    with pytest.raises(ConfigError, match="needs a DiskImage, not str"):
+        IdeController(str(image))
+    ide = IdeController(DiskImage(image))
+    with pytest.raises(ConfigError, match="device 0 .master. or 1 .slave., not 2"):
+        ide.attach(2, DiskImage(slave_image))
+    with pytest.raises(ConfigError, match="the IDE master is attached already"):
+        ide.attach(0, DiskImage(slave_image))
+    assert ide.attach(1, DiskImage(slave_image)) is ide.drives[1] and ide.drives[1].name == "slave"
+
+
+def test_export_and_restore_with_two_drives(image, slave_image):
+    d = Driver(image, slave=slave_image)
+    d.lba_command(0x30, 5, 1)                          # master: a write to its overlay
+    d.write_block(b"\x66" * 512)
+    d.lba_command(0x30, 6, 1, device=SLAVE_LBA)        # slave: a write, then a read in its data phase
+    d.write_block(b"\x99" * 512)
+    d.outb(COUNT, 2)
+    d.outb(COMMAND, 0xC6)
+    d.lba_command(0xC4, 5, 3, device=SLAVE_LBA)
+    d.read_words(300)
+    d.outb(CTL, NIEN)
+    state = d.ide.export_state()
+    assert state["control"] == NIEN and state["device"] == SLAVE_LBA
+    e = Driver(image, slave=slave_image)
+    e.ide.restore_state(state)
+    assert e.ide.selected == 1 and not e.irq           # nIEN restored
+    rest = e.read_words(212)
+    assert b"".join(w.to_bytes(2, "little") for w in rest) == (slave_bytes(5) + b"\x99" * 512)[600:]
+    assert e.inb(STATUS) == DRDY | DSC | DRQ and e.read_block() == slave_bytes(7)
+    assert e.ide.drives[0].disk.overlay == {5: b"\x66" * 512}
+    assert e.ide.drives[1].disk.overlay == {6: b"\x99" * 512}
+    assert e.identify(CHS_MODE)[59] == 0x0110 and e.identify(SLAVE_CHS)[59] == 0x0102
+    with pytest.raises(ConfigError, match="has slave drive and none is attached"):
+        Driver(image).ide.restore_state(state)
+    with pytest.raises(ConfigError, match="has no master drive and one is attached"):
+        Driver(image, slave=slave_image).ide.restore_state(dict(state, drives=[None, state["drives"][1]]))
+    f = Driver(image, slave=slave_image)
+    bad = [state["drives"][0], dict(state["drives"][1], disk={"sectors": 1, "overlay": {}})]
+    with pytest.raises(DiskImageError):
+        f.ide.restore_state(dict(state, drives=bad))
+    assert f.ide.drives[0].disk.overlay == {} and f.ide.selected == 0  # nothing restored
+
+
 # ---- state ---------------------------------------------------------------------------------------
 
 def test_export_and_restore_mid_transfer_with_the_overlay(image):
@@ -490,11 +751,14 @@ def test_export_and_restore_mid_transfer_with_the_overlay(image):
     assert e.ide.disk.overlay == {50: b"\x77" * 512}
     with pytest.raises(ConfigError):
         e.ide.restore_state({"status": 0x50})
-    bad = dict(state, buffer="00" * 3)
-    with pytest.raises(ConfigError):
-        e.ide.restore_state(bad)
+    master = state["drives"][0]
+    with pytest.raises(ConfigError, match="bad data buffer"):
+        e.ide.restore_state(dict(state, drives=[dict(master, buffer="00" * 3), None]))
     with pytest.raises(DiskImageError):
-        e.ide.restore_state(dict(state, disk={"sectors": 5, "overlay": {}}))
+        e.ide.restore_state(dict(state, drives=[dict(master, disk={"sectors": 5, "overlay": {}}), None]))
+    with pytest.raises(ConfigError, match="has slave drive and none is attached"):
+        e.ide.restore_state(dict(state, drives=[master, master]))
+    assert e.ide.disk.overlay == {50: b"\x77" * 512}            # a refused state changes nothing
 
 
 # ---- the disk image --------------------------------------------------------------------------------
@@ -578,6 +842,29 @@ def test_attach_disk_wires_irq_14_and_its_state(image, tmp_path):
         vmcore.Machine(memory_mb=2, mode="bare").attach_disk(tmp_path / "none.img")
     with pytest.raises(ConfigError, match="devices"):
         vmcore.Machine(memory_mb=2, mode="bare", devices=False).attach_disk(image)
+
+
+def test_attach_disk_as_the_slave(image, slave_image):
+    m = vmcore.Machine(memory_mb=2, mode="bare")
+    ide = m.attach_disk(slave_image, drive=1)          # a slave first: the channel, the PCI function
+    assert m.ide is ide and ide.drives[0] is None and ide.drives[1].disk.path == slave_image
+    assert cfg(m, 1, 1, 0x00) == 0x70108086
+    assert m.attach_disk(image) is ide and ide.drives[0].disk.path == image    # then the master, same channel
+    for drive, path in ((0, slave_image), (1, image)):
+        with pytest.raises(ConfigError, match=f"attached already as the primary {('master', 'slave')[drive]}"):
+            m.attach_disk(path, drive=drive)
+    for bad in (2, -1, "1", True):
+        with pytest.raises(ConfigError, match="drive is 0"):
+            m.attach_disk(image, drive=bad)
+    m.bus.write(0x1F6, 1, 0xF0)                        # device 1, LBA 0
+    m.bus.write(0x1F7, 1, 0x40)                        # READ VERIFY on the slave: IRQ 14
+    assert m.pic.slave.export_state()["lines"] & 0x40
+    m.bus.write(0x1F6, 1, 0xE0)                        # selecting the master releases INTRQ
+    assert not m.pic.slave.export_state()["lines"] & 0x40
+    m.bus.write(0x1F6, 1, 0xF0)
+    assert m.bus.read(0x1F7, 1) == DRDY | DSC and not m.pic.slave.export_state()["lines"] & 0x40
+    state = m.bus.export_state()["ide0"]
+    assert [d["disk"]["sectors"] for d in state["drives"]] == [SECTORS, SLAVE_SECTORS]
 
 
 def test_cli_runs_a_rom_with_a_disk_and_prints_the_cga_screen(image, tmp_path, capsys):
@@ -819,7 +1106,7 @@ def test_guest_identifies_and_reads_sector_0_by_polling(image, mode):
     assert r.exit is Exit.HLT, r.reason
     result, total = struct.unpack("<II", m.mem_read(0x22000, 8))
     assert result == sector_sum(sector_bytes(0)) and total == SECTORS
-    assert m.mem_read(0x20000, 512) == m.ide.identify_data()
+    assert m.mem_read(0x20000, 512) == m.ide.drives[0].identify_data()
     assert r.console == f"{result:08x}\n"
 
 
@@ -927,3 +1214,159 @@ def test_cli_kernel_takes_a_disk(image, tmp_path, capfd):
                        "--mode", "bare"])
     out = capfd.readouterr().out
     assert status == 3 and "disk disk.img (2016 sectors, writes to the file)" in out
+
+
+def test_cli_takes_a_master_and_a_slave(image, slave_image, tmp_path, capsys):
+    """`-hda`/`-hdb` as QEMU spells them, or `--disk` twice (master first); --disk-write for all."""
+    rom = assemble_text(ROM, "ide-rom", kind="ide-guests")
+    (tmp_path / "rom.bin").write_bytes(rom)
+    run = ["run", "--bios", str(tmp_path / "rom.bin"), "--count", "100000"]
+    slave_before = slave_image.read_bytes()
+    assert cli.main(run + ["-hdb", str(slave_image), "-hda", str(image)]) == 0x10
+    out = capsys.readouterr().out
+    assert "disks disk.img (master, 2016 sectors) and slave.img (slave, 3024 sectors), writes kept in memory" in out
+    assert cli.main(run + ["--disk", str(image), "--disk", str(slave_image), "--disk-write"]) == 0x10
+    out = capsys.readouterr().out
+    assert "disks disk.img (master, 2016 sectors) and slave.img (slave, 3024 sectors), writes to the files" in out
+    assert image.read_bytes()[512:520] == b"WRITTEN!"            # the ROM wrote the master's sector 1
+    assert slave_image.read_bytes() == slave_before                # and nothing on the slave
+    assert cli.main(run + ["-hdb", str(slave_image), "--disk", str(image)]) == 0x10   # --disk takes the free master
+    assert "disks disk.img (master" in capsys.readouterr().out
+    assert cli.main(run + ["-hdb", str(slave_image)]) == 0x7F      # the ROM reads the absent master: Status 0
+    assert "disk slave.img (slave, 3024 sectors), writes kept in memory" in capsys.readouterr().out
+    for bad in (["--disk", str(image)] * 3, ["-hda", str(image), "-hda", str(image)],
+                ["-hda", str(image), "-hdb", str(image), "--disk", str(image)]):
+        assert cli.main(run + bad) == 2
+        assert "vmcore: error:" in capsys.readouterr().err
+
+
+# flat 32-bit, the 8259A pair programmed (IRQ 14 = vector 0x2E), xv6's ide.c done in assembly:
+# idewait (until BSY clear and DRDY set), probe device 1 (0xE0 | 1 << 4, Status nonzero within
+# 1000 reads), then with nIEN clear READ SECTORS of LBA 5 on drive 1, its IRQ 14, idewait and
+# INSD into 0x10000; WRITE SECTORS of those 512 bytes to LBA 6 on drive 1 by OUTSD right after
+# the command, its IRQ 14; [0x608] = 0x600D, or 0xBAD when no device 1 answered. The IRQ 14
+# handler is IRQ14_HANDLER (Status into [0x604], a tick in [0x600], EOI).
+XV6_SLAVE_MAIN = r"""
+    call idewait
+    mov dx, 0x1F6
+    mov al, 0xE0 | 1 << 4
+    out dx, al
+    mov ecx, 1000
+    mov dx, 0x1F7
+.probe:
+    in al, dx
+    test al, al
+    jnz .found
+    loop .probe
+    jmp fail
+.found:
+    mov dx, 0x1F6
+    mov al, 0xE0
+    out dx, al
+    mov bl, 5
+    mov bh, 0x20            ; READ SECTORS
+    call idestart
+    mov ebx, 1
+    call wait_irq
+    call idewait            ; ideintr: the data, once ready
+    mov edi, 0x10000
+    mov ecx, 128
+    mov dx, 0x1F0
+    rep insd
+    mov bl, 6
+    mov bh, 0x30            ; WRITE SECTORS
+    call idestart
+    mov esi, 0x10000
+    mov ecx, 128
+    mov dx, 0x1F0
+    rep outsd
+    mov ebx, 2
+    call wait_irq
+    call idewait
+    mov dword [0x608], 0x600D
+    cli
+    hlt
+fail:
+    mov dword [0x608], 0xBAD
+    cli
+    hlt
+idestart:                   ; one sector at LBA bl on drive 1, command bh
+    call idewait
+    mov dx, 0x3F6
+    xor al, al
+    out dx, al              ; nIEN clear: generate interrupts
+    mov dx, 0x1F2
+    mov al, 1
+    out dx, al
+    inc dx
+    mov al, bl
+    out dx, al              ; LBA 7:0
+    inc dx
+    xor al, al
+    out dx, al
+    inc dx
+    out dx, al
+    inc dx
+    mov al, 0xE0 | 1 << 4   ; LBA, drive 1, LBA 27:24 = 0
+    out dx, al
+    inc dx
+    mov al, bh
+    out dx, al
+    ret
+idewait:                    ; until BSY clear and DRDY set
+    mov dx, 0x1F7
+.poll:
+    in al, dx
+    and al, 0xC0
+    cmp al, 0x40
+    jne .poll
+    ret
+wait_irq:                   ; until [TICKS] >= ebx, halting with interrupts on
+    cli
+    cmp [0x600], ebx
+    jae .got
+    sti
+    hlt
+    jmp wait_irq
+.got:
+    sti
+    ret
+"""
+
+
+@pytest.mark.parametrize("mode", ["bare", "bt"])
+def test_guest_reads_and_writes_the_slave_as_xv6_does(image, slave_image, mode, monkeypatch):
+    import pc_guest as g
+
+    monkeypatch.setenv("VMCORE_MODE", mode)
+    pic = g.pic_init(0xFB, 0xBF)                       # master: IR2 (the slave PIC) only; slave: IR6 only
+    main = pic + assemble_text(f"bits 32\norg {g.CODE + len(pic):#x}\n" + XV6_SLAVE_MAIN, "ide-xv6-slave",
+                               kind="ide-guests")
+    handler = assemble_text(f"bits 32\norg {g.HANDLERS:#x}\n" + IRQ14_HANDLER, "ide-irq14", kind="ide-guests")
+    m = g.machine(main, {0x2E: handler}, memory_mb=2)
+    assert m.mode == mode
+    m.attach_disk(image)
+    m.attach_disk(slave_image, drive=1)
+    r = m.run(count=10**6, timeout=60)
+    assert r.exit is Exit.HLT and "interrupts enabled" not in r.reason, r.reason
+    assert m.mem_read(0x608, 4) == (0x600D).to_bytes(4, "little")
+    assert g.ticks(m) == 2                             # the read's data ready, the write's completion
+    assert m.mem_read(0x604, 1)[0] == DRDY | DSC       # the handler saw the write done
+    assert m.mem_read(0x10000, 512) == slave_bytes(5)  # the slave's sector, not the master's
+    assert m.ide.drives[1].disk.overlay == {6: slave_bytes(5)}
+    assert m.ide.drives[0].disk.overlay == {}
+
+
+def test_guest_finds_no_slave_without_one(image, monkeypatch):
+    import pc_guest as g
+
+    monkeypatch.setenv("VMCORE_MODE", "bare")
+    pic = g.pic_init(0xFB, 0xBF)
+    main = pic + assemble_text(f"bits 32\norg {g.CODE + len(pic):#x}\n" + XV6_SLAVE_MAIN, "ide-xv6-slave",
+                               kind="ide-guests")
+    handler = assemble_text(f"bits 32\norg {g.HANDLERS:#x}\n" + IRQ14_HANDLER, "ide-irq14", kind="ide-guests")
+    m = g.machine(main, {0x2E: handler}, memory_mb=2)
+    m.attach_disk(image)
+    r = m.run(count=10**6, timeout=60)
+    assert r.exit is Exit.HLT, r.reason
+    assert m.mem_read(0x608, 4) == (0xBAD).to_bytes(4, "little") and g.ticks(m) == 0

@@ -5,6 +5,7 @@
     vmcore run sieve -d insn --count 50   # trace instructions (capstone), exits
     vmcore run --kernel bzImage --initrd initrd.img --append "console=ttyS0" -m 256   # Linux, QEMU's way
     vmcore run --bios rom.bin --disk disk.img      # an IDE disk (QEMU's -hda); --disk-write keeps writes
+    vmcore run --bios bios.bin -hda disk.img -hdb fs.img  # master and slave (or --disk twice)
     vmcore list                      # the workloads and their sizes
     vmcore bench --quick --compare   # the bench/ suites: table, stored run, regression gate
     vmcore dashboard -o bench.html   # static HTML page of the stored runs
@@ -146,19 +147,46 @@ def cmd_run_linux(args) -> int:
     return status
 
 
+def _disk_images(args) -> list:
+    """The image for the primary master and for the slave (None where there is none): -hda and
+    -hdb name their drive, each --disk takes the first drive still free."""
+    images = [None, None]
+    for drive, option in enumerate(("-hda", "-hdb")):
+        given = getattr(args, option[1:])
+        if len(given) > 1:
+            raise VmError(f"{option} given {len(given)} times; it names one drive")
+        if given:
+            images[drive] = given[0]
+    for path in args.disk:
+        if None not in images:
+            raise VmError("too many disks: the primary IDE channel has two drives (master and slave)")
+        images[images.index(None)] = path
+    return images
+
+
 def _attach_disk(m: Machine, args) -> None:
-    if args.disk is not None:
-        m.attach_disk(args.disk, write=args.disk_write)
-    elif args.disk_write:
-        raise VmError("--disk-write needs --disk IMG")
+    images = _disk_images(args)
+    if images == [None, None]:
+        if args.disk_write:
+            raise VmError("--disk-write needs a disk (--disk IMG, -hda IMG or -hdb IMG)")
+        return
+    for drive, path in enumerate(images):
+        if path is not None:
+            m.attach_disk(path, write=args.disk_write, drive=drive)
 
 
 def _disk_note(m: Machine) -> str:
     if m.ide is None:
         return ""
-    disk = m.ide.disk
-    how = "writes to the file" if disk.write_through else "writes kept in memory"
-    return f", disk {disk.path.name} ({disk.sectors} sectors, {how})"
+    drives = [d for d in m.ide.drives if d is not None]
+    how = "writes to the file" if drives[0].disk.write_through else "writes kept in memory"
+    if drives == [m.ide.drives[0]]:
+        disk = drives[0].disk
+        return f", disk {disk.path.name} ({disk.sectors} sectors, {how})"
+    if len(drives) == 2:
+        how = how.replace("file", "files")
+    disks = " and ".join(f"{d.disk.path.name} ({d.name}, {d.disk.sectors} sectors)" for d in drives)
+    return f", {'disks' if len(drives) == 2 else 'disk'} {disks}, {how}"
 
 
 def _print_cga(m: Machine) -> None:
@@ -306,12 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("target", nargs="?", help="workload name (see `vmcore list`) or path to a multiboot ELF")
     r.add_argument("--bios", default=None, metavar="FILE",
                    help="boot a ROM image from the reset vector instead (like QEMU's -bios)")
-    r.add_argument("--disk", "-hda", default=None, metavar="IMG",
+    r.add_argument("--disk", action="append", default=[], metavar="IMG",
                    help="an ATA hard disk backed by the image file IMG (whole 512-byte sectors) on the primary "
-                        "IDE channel, ports 0x1F0/0x3F6, IRQ 14 (like QEMU's -hda); the guest's writes stay in "
-                        "memory unless --disk-write")
+                        "IDE channel, ports 0x1F0/0x3F6, IRQ 14: the first --disk is the master, a second one the "
+                        "slave (QEMU's -hda, -hdb); the guest's writes stay in memory unless --disk-write")
+    r.add_argument("-hda", action="append", default=[], metavar="IMG",
+                   help="a disk as the primary master (as QEMU spells it)")
+    r.add_argument("-hdb", action="append", default=[], metavar="IMG",
+                   help="a disk as the primary slave (xv6 keeps its file system there)")
     r.add_argument("--disk-write", action="store_true",
-                   help="with --disk: write the guest's writes to the image file")
+                   help="with a disk: write the guest's writes to the image files, of all the disks attached")
     r.add_argument("-m", "--memory", type=int, default=None,
                    help="guest RAM in MiB (default 64; 256 with --kernel)")
     r.add_argument("--kernel", default=None, metavar="BZIMAGE",

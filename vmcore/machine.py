@@ -23,8 +23,8 @@ from vmcore.devices import PciHostBridge, Piix3IsaBridge, TimerSet
 from vmcore.devices.clock import Clock, HostClock, make_clock
 from vmcore.devices.disk import DiskImage
 from vmcore.devices.mmio import MmioBus
-from vmcore.devices.ide import (COMMAND_BLOCK_REGISTERS, CONTROL, PRIMARY_COMMAND_PORT, PRIMARY_CONTROL_PORT,
-                                IdeController, PiixIdeFunction)
+from vmcore.devices.ide import (COMMAND_BLOCK_REGISTERS, CONTROL, DRIVE_NAMES, MASTER, PRIMARY_COMMAND_PORT,
+                                PRIMARY_CONTROL_PORT, SLAVE, IdeController, PiixIdeFunction)
 from vmcore.devices.pci import PAM_REGISTERS, ResetControl
 from vmcore.errors import ConfigError, GuestMemoryError, VmError
 from vmcore.loaders.flat import load_flat
@@ -499,22 +499,30 @@ class Machine:
             self.host_bridge.set_pam(bytes(PAM_REGISTERS))
         self.reset()
 
-    def attach_disk(self, path, write: bool = False) -> IdeController:
-        """An ATA hard disk backed by the image file ``path`` as the master drive of the primary
-        IDE channel (ports 0x1F0-0x1F7 and 0x3F6, IRQ 14), with the PIIX3 IDE function at PCI
-        00:01.1, as on QEMU's pc machine. The guest's writes stay in memory (the controller's
-        state carries them) unless ``write``, which writes them to the file."""
+    def attach_disk(self, path, write: bool = False, drive: int = 0) -> IdeController:
+        """An ATA hard disk backed by the image file ``path`` on the primary IDE channel (ports
+        0x1F0-0x1F7 and 0x3F6, IRQ 14), with the PIIX3 IDE function at PCI 00:01.1, as on QEMU's
+        pc machine: ``drive`` 0 is the master (QEMU's -hda), 1 the slave (-hdb). The guest's
+        writes stay in memory (the drive's state carries them) unless ``write``, which writes
+        them to the file. Returns the channel, ``self.ide`` (``self.ide.drives[drive].disk``)."""
         if self.pic is None:
             raise ConfigError("attach_disk needs the PC devices (a Machine made with devices=True)")
-        if self.ide is not None:
-            raise ConfigError(f"a disk is attached already ({self.ide.disk.path}); vmcore has one IDE drive")
-        ide = IdeController(DiskImage(path, write_through=write))
-        self.bus.attach(PRIMARY_COMMAND_PORT, COMMAND_BLOCK_REGISTERS, ide, name="ide0")
-        self.bus.attach(PRIMARY_CONTROL_PORT, 1, PortWindow(ide, CONTROL), name="ide0-control")
-        self._connect_irq(14, ide.irq)
-        self.pci.functions[(0, 1, 1)] = PiixIdeFunction()
-        self.ide = ide
-        return ide
+        if type(drive) is not int or drive not in (MASTER, SLAVE):
+            raise ConfigError(f"attach_disk: drive is 0 (the primary master) or 1 (the primary slave), "
+                              f"not {drive!r}")
+        if self.ide is not None and self.ide.drives[drive] is not None:
+            raise ConfigError(f"a disk is attached already as the primary {DRIVE_NAMES[drive]} "
+                              f"({self.ide.drives[drive].disk.path})")
+        disk = DiskImage(path, write_through=write)
+        if self.ide is None:
+            ide = IdeController()
+            self.bus.attach(PRIMARY_COMMAND_PORT, COMMAND_BLOCK_REGISTERS, ide, name="ide0")
+            self.bus.attach(PRIMARY_CONTROL_PORT, 1, PortWindow(ide, CONTROL), name="ide0-control")
+            self._connect_irq(14, ide.irq)
+            self.pci.functions[(0, 1, 1)] = PiixIdeFunction()
+            self.ide = ide
+        self.ide.attach(drive, disk)
+        return self.ide
 
     # ---- hooks --------------------------------------------------------------------------
     def hook_add(self, kind: int, callback: Callable, begin: int = 0, end: int = 0xFFFF) -> _Hook:

@@ -8,7 +8,7 @@ from vmcore.devices.debugexit import DebugExit
 from vmcore.devices.disk import DiskImage
 from vmcore.devices.fpu_ports import CoprocessorPorts
 from vmcore.devices.i8042 import KeyboardController
-from vmcore.devices.ide import IdeController, PiixIdeFunction
+from vmcore.devices.ide import AtaDrive, IdeController, PiixIdeFunction
 from vmcore.devices.ioapic import IoApic
 from vmcore.devices.irq import IrqLine
 from vmcore.devices.lapic import LocalApic
@@ -23,5 +23,5 @@ from vmcore.devices.uart16550 import Uart16550
 __all__ = ["PortBus", "PortDevice", "PortMapping", "PortWindow", "IrqLine", "DebugConsole", "DebugExit",
            "Uart16550", "KeyboardController", "SystemControlPortA", "Clock", "VirtualClock", "HostClock",
            "TimerSet", "Pic8259", "PicPair", "Elcr", "Pit8254", "SystemControlPortB", "PostCode", "Cmos",
-           "CoprocessorPorts", "PciConfig", "PciHostBridge", "Piix3IsaBridge", "DiskImage", "IdeController",
-           "PiixIdeFunction", "MmioBus", "MmioDevice", "LocalApic", "IoApic"]
+           "CoprocessorPorts", "PciConfig", "PciHostBridge", "Piix3IsaBridge", "DiskImage", "AtaDrive",
+           "IdeController", "PiixIdeFunction", "MmioBus", "MmioDevice", "LocalApic", "IoApic"]

@@ -1,38 +1,51 @@
-"""The primary IDE channel of a PC with one ATA hard disk (device 0), driven by PIO, as QEMU's
-``pc`` machine has it behind the PIIX3: command block at 0x1F0-0x1F7, control block (alternate
-status / device control) at 0x3F6, IRQ 14. The reference is ATA/ATAPI-6 (T13 1410D rev. 3b,
-"ATA-6"), cited by clause name (§ numbers where checked); CHS addressing and INITIALIZE DEVICE
-PARAMETERS, obsolete there, follow ATA-5. Where the standard leaves a choice, QEMU's
-hw/ide/core.c decides.
+"""The primary IDE channel of a PC with up to two ATA hard disks, device 0 (master) and device 1
+(slave), driven by PIO, as QEMU's ``pc`` machine has it behind the PIIX3: command block at
+0x1F0-0x1F7, control block (alternate status / device control) at 0x3F6, IRQ 14. The reference
+is ATA/ATAPI-6 (T13 1410D rev. 3b, "ATA-6"), cited by clause name (§ numbers where checked);
+CHS addressing and INITIALIZE DEVICE PARAMETERS, obsolete there, follow ATA-5. Where the
+standard leaves a choice, QEMU's hw/ide/core.c decides.
 
 Offsets 0-7 are the command block registers; offset 8 is the control block register at 0x3F6
-(seen through a PortWindow). Everything the drive does is instantaneous: a command has either
+(seen through a PortWindow). Everything a drive does is instantaneous: a command has either
 finished when the command register write returns, or waits for the host in a data phase (DRQ).
-So BSY is seen only while the device control SRST bit holds the drive in reset.
+So BSY is seen only while the device control SRST bit holds the drives in reset.
 
+- Two devices on one cable (the I/O register descriptions; device selection): each drive
+  (an ``AtaDrive``) has its own registers. Both latch every write to Features, Sector Count,
+  LBA Low/Mid/High and Device; the Device register's DEV bit selects which one answers reads,
+  takes data port accesses and executes commands; the Device Control register reaches both.
+  So a drive's command changes only its own copy of the task file (the next address, say).
+- An absent device (either one; QEMU lets a slave sit alone): with it selected, its registers
+  read 0 except the Device register, which reads as last written (ATA-6 lets device 0 answer
+  for an absent device 1; QEMU gives 0 for Status), its commands are ignored (no interrupt)
+  except EXECUTE DEVICE DIAGNOSTIC, which every present device executes whatever DEV says.
 - Data (offset 0): 16-bit; a 32-bit access is two 16-bit cycles, low word first, as the PIIX
   makes them. With DRQ clear, reads give 0 and writes are dropped (QEMU); byte accesses read
   0xFF (QEMU). Other registers are 8-bit: a wider access is split into byte accesses.
-- Device 1 is absent. Writes to the command block reach the shared task file, so selecting
-  device 1 and back keeps them. With device 1 selected its registers read 0 except the Device
-  register itself (ATA-6 lets device 0 answer for an absent device 1; QEMU gives 0), its
-  commands are ignored (no interrupt) except EXECUTE DEVICE DIAGNOSTIC, which both devices
-  execute whatever DEV says, and INTRQ is released (only the selected device drives INTRQ).
-- Interrupts (INTRQ; the PIO data-in, PIO data-out and non-data protocols): a device-internal
-  "interrupt pending" is set after each DRQ block of a PIO data-in command is ready, after each
-  block written of a PIO data-out command except that the first DRQ comes without one, and at
-  the completion of a non-data command or of any command with an error. Reading Status (not
-  Alternate Status), writing Command, and a reset clear it. INTRQ = pending and nIEN = 0 and
-  device 0 selected.
+- Interrupts (INTRQ; the PIO data-in, PIO data-out and non-data protocols): each drive has its
+  own "interrupt pending", set after each DRQ block of a PIO data-in command is ready, after
+  each block written of a PIO data-out command except that the first DRQ comes without one,
+  and at the completion of a non-data command or of any command with an error. Reading Status
+  (not Alternate Status) of the selected drive, writing Command to it, and a reset clear it.
+  Only the selected device drives INTRQ: INTRQ = its pending and nIEN = 0, so a slave's
+  interrupt shows while DEV = 1 and comes back when DEV selects it again.
+- Reset and diagnostics (the software reset protocol; EXECUTE DEVICE DIAGNOSTIC): SRST resets
+  both drives; after it and after the diagnostic each drive holds the ATA signature (which
+  clears DEV: device 0 is selected) and the diagnostic code 01h in Error: for device 0 "device
+  0 passed, device 1 passed or not present" (device 1 reports to device 0 over PDIAG-; an image
+  never fails), for device 1 "device 1 passed". Only device 0 interrupts at the end of the
+  diagnostic; a reset interrupts no one.
 - Errors (the Error register; each command's error outputs): an address outside the medium
   gives ERR with IDNF and the task file holds the first bad address; an unknown or unsupported
   command, or bad parameters, ERR with ABRT. Both end the command with an interrupt; DRDY and
   DSC stay set (DSC keeps the seek state, ATA-4).
-- Addressing: LBA28 when Device bit 6 (LBA) is set, else CHS in the current geometry (default
-  16 heads x 63 sectors, INITIALIZE DEVICE PARAMETERS changes it). A sector count of 0 means
-  256. After a transfer the task file holds the next address and a count of 0 (QEMU).
+- Addressing: LBA28 when Device bit 6 (LBA) is set, else CHS in the drive's current geometry
+  (default 16 heads x 63 sectors, INITIALIZE DEVICE PARAMETERS changes it). A sector count of 0
+  means 256. After a transfer the task file holds the next address and a count of 0 (QEMU).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 from vmcore.devices.bus import PortDevice
 from vmcore.devices.disk import SECTOR_SIZE, DiskImage
@@ -68,7 +81,9 @@ ST_READY = ST_DRDY | ST_DSC
 # Error register
 ERR_IDNF = 0x10        # ID not found: the address is outside the medium
 ERR_ABRT = 0x04        # command aborted
-DIAG_DEVICE0_PASSED = 0x01   # the Error register after a reset or EXECUTE DEVICE DIAGNOSTIC (its diagnostic codes)
+# the Error register after a reset or EXECUTE DEVICE DIAGNOSTIC (its diagnostic codes): in device 0
+# "device 0 passed, device 1 passed or not present", in device 1 "device 1 passed"
+DIAG_PASSED = 0x01
 
 # Device register: bits 7 and 5 are obsolete
 DEV_LBA = 0x40
@@ -114,8 +129,10 @@ LBA28_LIMIT = 1 << 28
 DEFAULT_HEADS, DEFAULT_SECTORS_PER_TRACK = 16, 63
 MAX_DEFAULT_CYLINDERS = 16383  # ATA-6 (CHS translation, word 1): a disk over 8.4 GB reports 16383/16/63
 
+MASTER, SLAVE = 0, 1           # the DEV bit's value for each drive
+DRIVE_NAMES = ("master", "slave")
 MODEL = "VMCORE HARDDISK"
-SERIAL = "VC00001"
+SERIALS = ("VC00001", "VC00002")   # one per drive (words 10-19), as QEMU numbers its drives
 FIRMWARE = "0.1.0"
 
 _PHASES = (None, "identify", "read", "write")
@@ -129,37 +146,44 @@ def _ata_string(text: str, length: int) -> bytes:
     return bytes(raw[i ^ 1] for i in range(length))
 
 
-class IdeController(PortDevice):
-    """One ATA channel with ``disk`` as device 0 and no device 1. Its IRQ line is ``irq``."""
+class AtaDrive:
+    """One ATA hard disk on the channel, device ``unit`` (0 master, 1 slave), with ``disk`` as
+    its medium: its own copy of the task file, Status and Error, its settings (geometry,
+    multiple count, write cache, PIO mode), its data phase and its interrupt pending.
+    ``irq_changed`` is called whenever the pending interrupt changes (the channel decides
+    INTRQ)."""
 
-    max_access_size = 4
-
-    def __init__(self, disk: DiskImage):
-        super().__init__()
+    def __init__(self, disk: DiskImage, unit: int, irq_changed: Callable[[], None]):
         if not isinstance(disk, DiskImage):
             raise ConfigError(f"an IDE drive needs a DiskImage, not {type(disk).__name__}")
+        if unit not in (MASTER, SLAVE):
+            raise ConfigError(f"an IDE drive is device 0 (master) or 1 (slave), not {unit!r}")
         self.disk = disk
+        self.unit = unit
+        self.serial = SERIALS[unit]
+        self._irq_changed = irq_changed
         self.total_sectors = disk.sectors
         # LBA28 reaches sectors 0..0FFFFFFEh: words 60-61 say at most 0FFFFFFFh sectors (IDENTIFY words 60-61)
         self.lba28_sectors = min(disk.sectors, LBA28_LIMIT - 1)
         # default geometry (words 1, 3, 6): 16 heads, 63 sectors per track, as many cylinders as fit
         self.default_cylinders = max(1, min(MAX_DEFAULT_CYLINDERS,
                                             disk.sectors // (DEFAULT_HEADS * DEFAULT_SECTORS_PER_TRACK)))
-        self.control = 0
-        self._power_on()
+        self.power_on()
+
+    @property
+    def name(self) -> str:
+        return DRIVE_NAMES[self.unit]
 
     # ---- reset ---------------------------------------------------------------------------
-    def _power_on(self) -> None:
+    def power_on(self) -> None:
         self.features = 0
-        self.sector_count = self.lba_low = self.lba_mid = self.lba_high = self.device = 0
         self.status = ST_READY
-        self.error = DIAG_DEVICE0_PASSED
+        self.error = DIAG_PASSED
         self._defaults()
         self.revert_on_reset = False
         self._signature()
         self._end_phase()
-        self.intrq_pending = False
-        self._update_irq()
+        self._set_pending(False)
 
     def _defaults(self) -> None:
         """The settings SET FEATURES CCh lets a software reset revert."""
@@ -179,77 +203,47 @@ class IdeController(PortDevice):
         self.buffer_pos = 0
         self.xfer_lba = self.xfer_left = self.xfer_block = 0
 
-    def _software_reset(self, asserted: bool) -> None:
+    def software_reset(self, asserted: bool) -> None:
         """SRST (software reset protocol): while set the drive is busy; when cleared it has reset: no interrupt, the
         signature in the task file, Error = diagnostic code."""
         self._end_phase()
-        self.intrq_pending = False
+        self._set_pending(False)
         if asserted:
             self.status = ST_BSY | ST_DSC
             return
         if self.revert_on_reset:
             self._defaults()
         self.status = ST_READY
-        self.error = DIAG_DEVICE0_PASSED
+        self.error = DIAG_PASSED
         self._signature()
 
-    # ---- interrupt -----------------------------------------------------------------------
-    @property
-    def device1_selected(self) -> bool:
-        return bool(self.device & DEV_DEV)
+    def diagnostic(self) -> None:
+        """EXECUTE DEVICE DIAGNOSTIC: the signature and the diagnostic code; device 0 ends it with an
+        interrupt, device 1 without one (it reports to device 0 over PDIAG-)."""
+        self._end_phase()
+        self._set_pending(False)
+        self._signature()
+        self.error = DIAG_PASSED
+        self.status = ST_READY
+        if self.unit == MASTER:
+            self._interrupt()
 
-    def _update_irq(self) -> None:
-        self.irq.set_level(self.intrq_pending and not self.control & CTL_NIEN and not self.device1_selected)
+    # ---- interrupt -----------------------------------------------------------------------
+    def _set_pending(self, pending: bool) -> None:
+        self.intrq_pending = pending
+        self._irq_changed()
 
     def _interrupt(self) -> None:
-        self.intrq_pending = True
-        self._update_irq()
+        self._set_pending(True)
 
-    # ---- port interface ------------------------------------------------------------------
-    def read(self, offset: int, size: int) -> int:
-        if offset == DATA:
-            if size == 1:
-                return 0xFF
-            value = self._read_data_word()
-            if size == 4:
-                value |= self._read_data_word() << 16
-            return value
-        if size > 1:
-            return sum(self.read(offset + k, 1) << (8 * k) for k in range(size))
-        if offset == CONTROL:
-            return self._status_seen()
-        if offset == STATUS:
-            value = self._status_seen()
-            if not self.device1_selected:
-                self.intrq_pending = False
-                self._update_irq()
-            return value
-        if self.status & ST_BSY:            # while BSY, the command block reads as Status (ATA-5)
-            return self.status
-        if offset == DEVICE:
-            return self.device
-        if self.device1_selected:
-            return 0
-        return {ERROR: self.error, SECTOR_COUNT: self.sector_count, LBA_LOW: self.lba_low,
-                LBA_MID: self.lba_mid, LBA_HIGH: self.lba_high}[offset]
+    def acknowledge(self) -> None:
+        """The host read Status: the pending interrupt is cleared."""
+        if self.intrq_pending:
+            self._set_pending(False)
 
-    def write(self, offset: int, size: int, value: int) -> None:
-        if offset == DATA:
-            if size == 1:
-                return
-            self._write_data_word(value & 0xFFFF)
-            if size == 4:
-                self._write_data_word(value >> 16)
-            return
-        if size > 1:
-            for k in range(size):
-                self.write(offset + k, 1, (value >> (8 * k)) & 0xFF)
-            return
-        if offset == CONTROL:
-            self._write_control(value)
-            return
-        if self.status & ST_BSY:            # writes while BSY are not taken (the drive is in reset)
-            return
+    # ---- registers -----------------------------------------------------------------------
+    def latch(self, offset: int, value: int) -> None:
+        """A write to one of the task file registers (Features .. Device), which both drives take."""
         if offset == FEATURES:
             self.features = value
         elif offset == SECTOR_COUNT:
@@ -262,24 +256,17 @@ class IdeController(PortDevice):
             self.lba_high = value
         elif offset == DEVICE:
             self.device = value
-            self._update_irq()
-        elif offset == COMMAND:
-            self._command(value)
 
-    def _status_seen(self) -> int:
-        return 0 if self.device1_selected else self.status
-
-    def _write_control(self, value: int) -> None:
-        was_reset = bool(self.control & CTL_SRST)
-        self.control = value & (CTL_SRST | CTL_NIEN)
-        now_reset = bool(self.control & CTL_SRST)
-        if now_reset != was_reset:
-            self._software_reset(now_reset)
-        self._update_irq()
+    def register(self, offset: int) -> int:
+        """A read of Error .. Device while this drive is selected."""
+        if self.status & ST_BSY:            # while BSY, the command block reads as Status (ATA-5)
+            return self.status
+        return {ERROR: self.error, SECTOR_COUNT: self.sector_count, LBA_LOW: self.lba_low,
+                LBA_MID: self.lba_mid, LBA_HIGH: self.lba_high, DEVICE: self.device}[offset]
 
     # ---- data phase ----------------------------------------------------------------------
-    def _read_data_word(self) -> int:
-        if self.phase not in ("identify", "read") or not self.status & ST_DRQ or self.device1_selected:
+    def read_data_word(self) -> int:
+        if self.phase not in ("identify", "read") or not self.status & ST_DRQ:
             return 0
         pos = self.buffer_pos
         value = self.buffer[pos] | self.buffer[pos + 1] << 8
@@ -288,8 +275,8 @@ class IdeController(PortDevice):
             self._block_done()
         return value
 
-    def _write_data_word(self, value: int) -> None:
-        if self.phase != "write" or not self.status & ST_DRQ or self.device1_selected:
+    def write_data_word(self, value: int) -> None:
+        if self.phase != "write" or not self.status & ST_DRQ:
             return
         pos = self.buffer_pos
         self.buffer[pos] = value & 0xFF
@@ -380,13 +367,11 @@ class IdeController(PortDevice):
         return self.sector_count or 256
 
     # ---- commands ------------------------------------------------------------------------
-    def _command(self, command: int) -> None:
-        if self.device1_selected and command != CMD_EXECUTE_DEVICE_DIAGNOSTIC:
-            return                          # the absent device 1 does nothing
+    def command(self, command: int) -> None:
+        """A write to Command while this drive is selected (EXECUTE DEVICE DIAGNOSTIC is the channel's)."""
         if self.status & (ST_BSY | ST_DRQ):
             return                          # QEMU: a command in the middle of a data phase is dropped
-        self.intrq_pending = False          # writing Command clears a pending interrupt (INTRQ)
-        self._update_irq()
+        self._set_pending(False)            # writing Command clears a pending interrupt (INTRQ)
         self.error = 0
         handler = self._HANDLERS.get(command)
         if handler is None:
@@ -462,12 +447,6 @@ class IdeController(PortDevice):
         self.sector_count = 0
         self._complete()
 
-    def _cmd_diagnostic(self, command: int) -> None:
-        self._signature()
-        self.error = DIAG_DEVICE0_PASSED
-        self._update_irq()                  # the signature selected device 0
-        self._complete()
-
     def _cmd_initialize_device_parameters(self, command: int) -> None:
         """ATA-5 INITIALIZE DEVICE PARAMETERS: logical sectors per track from Sector Count,
         heads from the Device head bits; the cylinders follow from the capacity."""
@@ -512,10 +491,10 @@ class IdeController(PortDevice):
         CMD_READ_MULTIPLE: _cmd_read_multiple, CMD_WRITE_MULTIPLE: _cmd_write_multiple,
         CMD_SET_MULTIPLE_MODE: _cmd_set_multiple,
         CMD_READ_VERIFY: _cmd_read_verify, CMD_READ_VERIFY_NORETRY: _cmd_read_verify,
-        CMD_EXECUTE_DEVICE_DIAGNOSTIC: _cmd_diagnostic,
         CMD_INITIALIZE_DEVICE_PARAMETERS: _cmd_initialize_device_parameters,
         CMD_SET_FEATURES: _cmd_set_features,
         CMD_FLUSH_CACHE: _cmd_flush_cache,
+        # CMD_EXECUTE_DEVICE_DIAGNOSTIC is the channel's: both drives execute it (IdeController._diagnostic)
         # CMD_IDENTIFY_PACKET_DEVICE is not here: an ATA (not ATAPI) device aborts it (IDENTIFY PACKET DEVICE)
     }
 
@@ -550,7 +529,7 @@ class IdeController(PortDevice):
         w[86] = 0x1000                                 # enabled: FLUSH CACHE
         w[87] = 0x4000                                 # bit 14 shall be one
         data = bytearray(b"".join(v.to_bytes(2, "little") for v in w))
-        data[20:40] = _ata_string(SERIAL, 20)          # words 10-19
+        data[20:40] = _ata_string(self.serial, 20)          # words 10-19
         data[46:54] = _ata_string(FIRMWARE, 8)         # words 23-26
         data[54:94] = _ata_string(MODEL, 40)           # words 27-46
         # word 255, integrity word: signature A5h and a checksum that makes the 512 bytes sum to 0
@@ -560,7 +539,7 @@ class IdeController(PortDevice):
 
     # ---- state ---------------------------------------------------------------------------
     _STATE_KEYS = ("features", "sector_count", "lba_low", "lba_mid", "lba_high", "device", "status", "error",
-                   "control", "intrq_pending", "heads", "sectors_per_track", "cylinders", "multiple",
+                   "intrq_pending", "heads", "sectors_per_track", "cylinders", "multiple",
                    "write_cache", "pio_mode", "revert_on_reset", "phase", "buffer", "buffer_pos",
                    "xfer_lba", "xfer_left", "xfer_block", "disk")
 
@@ -570,25 +549,193 @@ class IdeController(PortDevice):
         state["disk"] = self.disk.export_state()
         return state
 
-    def restore_state(self, state: dict) -> None:
+    def check_state(self, state: dict) -> None:
+        """ConfigError unless ``state`` is a drive state restore_state can take (the disk's own
+        part is checked by the DiskImage)."""
+        if not isinstance(state, dict):
+            raise ConfigError(f"IDE {self.name} state is not a mapping")
         missing = [k for k in self._STATE_KEYS if k not in state]
         if missing:
-            raise ConfigError(f"IDE controller state is missing {', '.join(missing)}")
+            raise ConfigError(f"IDE {self.name} state is missing {', '.join(missing)}")
         if state["phase"] not in _PHASES:
-            raise ConfigError(f"IDE controller state has an unknown phase {state['phase']!r}")
+            raise ConfigError(f"IDE {self.name} state has an unknown phase {state['phase']!r}")
         buffer = bytearray.fromhex(state["buffer"])
         pos = int(state["buffer_pos"])
         if len(buffer) % SECTOR_SIZE or not 0 <= pos <= len(buffer) or pos & 1:
-            raise ConfigError(f"IDE controller state has a bad data buffer ({len(buffer)} bytes, at {pos})")
-        self.disk.restore_state(state["disk"])
+            raise ConfigError(f"IDE {self.name} state has a bad data buffer ({len(buffer)} bytes, at {pos})")
+
+    def restore_state(self, state: dict) -> None:
+        """Everything but the disk's overlay (the channel restores that), after check_state."""
         for k in self._STATE_KEYS:
             if k not in ("buffer", "disk", "phase", "intrq_pending", "write_cache", "revert_on_reset"):
                 setattr(self, k, int(state[k]))
         self.phase = state["phase"]
-        self.intrq_pending = bool(state["intrq_pending"])
         self.write_cache = bool(state["write_cache"])
         self.revert_on_reset = bool(state["revert_on_reset"])
-        self.buffer, self.buffer_pos = buffer, pos
+        self.buffer, self.buffer_pos = bytearray.fromhex(state["buffer"]), int(state["buffer_pos"])
+        self.intrq_pending = bool(state["intrq_pending"])
+
+
+class IdeController(PortDevice):
+    """One ATA channel: ``drives[0]`` the master and ``drives[1]`` the slave, each an AtaDrive or
+    None when absent (``master`` / ``slave`` give their DiskImages; ``attach`` adds one later).
+    The channel holds what the drives share: the Device Control register and the Device
+    register as last written (whose DEV bit selects a drive). Its IRQ line is ``irq``."""
+
+    max_access_size = 4
+
+    def __init__(self, master: DiskImage | None = None, slave: DiskImage | None = None):
+        super().__init__()
+        self.drives: list[AtaDrive | None] = [None, None]
+        self.control = 0
+        self.device = 0
+        for unit, disk in ((MASTER, master), (SLAVE, slave)):
+            if disk is not None:
+                self.attach(unit, disk)
+
+    def attach(self, unit: int, disk: DiskImage) -> AtaDrive:
+        """Put a drive with ``disk`` at device ``unit`` (0 master, 1 slave), powered on."""
+        if unit not in (MASTER, SLAVE):
+            raise ConfigError(f"an IDE drive is device 0 (master) or 1 (slave), not {unit!r}")
+        present = self.drives[unit]
+        if present is not None:
+            raise ConfigError(f"the IDE {DRIVE_NAMES[unit]} is attached already ({present.disk.path})")
+        drive = AtaDrive(disk, unit, self._update_irq)
+        self.drives[unit] = drive
+        self._update_irq()
+        return drive
+
+    @property
+    def disk(self) -> DiskImage | None:
+        """The master's disk (None without a master); the slave's is ``drives[1].disk``."""
+        master = self.drives[MASTER]
+        return master.disk if master is not None else None
+
+    @property
+    def selected(self) -> int:
+        """The selected device (the Device register's DEV bit)."""
+        return SLAVE if self.device & DEV_DEV else MASTER
+
+    def _selected_drive(self) -> AtaDrive | None:
+        return self.drives[self.selected]
+
+    def _present(self) -> list[AtaDrive]:
+        return [d for d in self.drives if d is not None]
+
+    # ---- interrupt -----------------------------------------------------------------------
+    def _update_irq(self) -> None:
+        drive = self._selected_drive()
+        self.irq.set_level(drive is not None and drive.intrq_pending and not self.control & CTL_NIEN)
+
+    # ---- port interface ------------------------------------------------------------------
+    def read(self, offset: int, size: int) -> int:
+        drive = self._selected_drive()
+        if offset == DATA:
+            if size == 1 or drive is None:
+                return 0xFF if size == 1 else 0
+            value = drive.read_data_word()
+            if size == 4:
+                value |= drive.read_data_word() << 16
+            return value
+        if size > 1:
+            return sum(self.read(offset + k, 1) << (8 * k) for k in range(size))
+        if drive is None:                   # an absent device: 0, but the Device register as written
+            return self.device if offset == DEVICE else 0
+        if offset == CONTROL:
+            return drive.status
+        if offset == STATUS:
+            value = drive.status
+            drive.acknowledge()
+            return value
+        return drive.register(offset)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if offset == DATA:
+            drive = self._selected_drive()
+            if size == 1 or drive is None:
+                return
+            drive.write_data_word(value & 0xFFFF)
+            if size == 4:
+                drive.write_data_word(value >> 16)
+            return
+        if size > 1:
+            for k in range(size):
+                self.write(offset + k, 1, (value >> (8 * k)) & 0xFF)
+            return
+        if offset == CONTROL:
+            self._write_control(value)
+            return
+        if self.control & CTL_SRST:         # writes while the drives are in reset (BSY) are not taken
+            return
+        if offset == COMMAND:
+            self._write_command(value)
+            return
+        for drive in self._present():       # both devices latch the task file
+            drive.latch(offset, value)
+        if offset == DEVICE:
+            self.device = value
+            self._update_irq()              # only the selected device drives INTRQ
+
+    def _write_control(self, value: int) -> None:
+        was_reset = bool(self.control & CTL_SRST)
+        self.control = value & (CTL_SRST | CTL_NIEN)
+        now_reset = bool(self.control & CTL_SRST)
+        if now_reset != was_reset:
+            for drive in self._present():   # SRST reaches both devices
+                drive.software_reset(now_reset)
+            if not now_reset:
+                self.device = 0             # the signature selects device 0
+        self._update_irq()
+
+    def _write_command(self, command: int) -> None:
+        drive = self._selected_drive()
+        if command == CMD_EXECUTE_DEVICE_DIAGNOSTIC:
+            if drive is None or not drive.status & (ST_BSY | ST_DRQ):
+                self._diagnostic()
+            return
+        if drive is not None:               # an absent device does nothing
+            drive.command(command)
+
+    def _diagnostic(self) -> None:
+        """EXECUTE DEVICE DIAGNOSTIC: both devices execute it whatever DEV says; the signature
+        clears DEV, so device 0 is selected and its interrupt is the one seen."""
+        self.device = 0
+        for drive in self._present():
+            drive.diagnostic()
+        self._update_irq()
+
+    # ---- state ---------------------------------------------------------------------------
+    def export_state(self) -> dict:
+        return {"control": self.control, "device": self.device,
+                "drives": [d.export_state() if d is not None else None for d in self.drives]}
+
+    def restore_state(self, state: dict) -> None:
+        missing = [k for k in ("control", "device", "drives") if k not in state]
+        if missing:
+            raise ConfigError(f"IDE controller state is missing {', '.join(missing)}")
+        drive_states = state["drives"]
+        if not isinstance(drive_states, list) or len(drive_states) != 2:
+            raise ConfigError("IDE controller state needs a list of two drive states (master, slave)")
+        for unit, (drive, drive_state) in enumerate(zip(self.drives, drive_states)):
+            if (drive is None) != (drive_state is None):
+                has = "has" if drive_state is not None else "has no"
+                attached = "none is" if drive is None else "one is"
+                raise ConfigError(f"IDE controller state {has} {DRIVE_NAMES[unit]} drive and {attached} attached")
+            if drive is not None:
+                drive.check_state(drive_state)
+        present = [(d, s) for d, s in zip(self.drives, drive_states) if d is not None]
+        overlays = [d.disk.overlay for d, _ in present]
+        try:
+            for drive, drive_state in present:
+                drive.disk.restore_state(drive_state["disk"])
+        except Exception:
+            for (drive, _), overlay in zip(present, overlays):
+                drive.disk.overlay = overlay
+            raise
+        for drive, drive_state in present:
+            drive.restore_state(drive_state)
+        self.control = int(state["control"]) & (CTL_SRST | CTL_NIEN)
+        self.device = int(state["device"]) & 0xFF
         self._update_irq()
 
 
