@@ -647,3 +647,58 @@ def test_self_ipi_is_taken_right_after_the_store_that_sends_it(engine, mode):
     assert r.exit is Exit.HLT, r.reason
     assert r.console == "0"
     assert m.lapic.isr == 0 and m.lapic.irr == 0
+
+
+# ---- published registers: the LAPIC ID read without an exit --------------------------------
+
+ID_READS_GUEST = """
+bits 32
+org 0x1000
+    mov ecx, 1000
+.loop:
+    mov eax, [0xFEE00020]           ; the APIC ID, as xv6's mycpu() reads it on every spinlock operation
+    dec ecx
+    jnz .loop
+    mov [0x9000], eax
+    mov dword [0xFEE00020], 0x05000000  ; a new ID (SDM Vol. 3 §10.4.6: writable on P6)
+    mov ebx, [0xFEE00020]
+    mov [0x9004], ebx
+    mov ecx, 0x1b
+    rdmsr
+    and eax, ~0x800                 ; the APIC off: its registers are open bus
+    wrmsr
+    mov edx, [0xFEE00020]
+    mov [0x9008], edx
+    cli
+    hlt
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("mode", ["bare", "bt"])
+def test_the_apic_id_is_read_without_an_exit_until_it_changes(engine, mode):
+    m = vmcore.Machine(memory_mb=4, engine=engine, mode=mode, apic=True)
+    m.mem_write(0x1000, assemble_text(ID_READS_GUEST, "apic-id-reads"))
+    m.reg_write("eip", 0x1000)
+    r = m.run(count=10 ** 5)
+    assert r.exit is Exit.HLT, r.reason
+    first, changed, disabled = struct.unpack("<3I", m.mem_read(0x9000, 12))
+    assert (first, changed, disabled) == (0, 0x05000000, 0xFFFFFFFF)
+    s = m.stats
+    # the first read exits and publishes the ID; its re-execution and the 999 after it are answered
+    # by the engine, as is the re-execution of the read that exits after the ID changed
+    assert s["mmio_const_reads"] == 1000 + 1
+    assert s["exits_mmio"] == 4                  # that read, the ID write, the read after it, the read after WRMSR
+    assert m._engine.mmio_constants() == {}      # withdrawn by the WRMSR to IA32_APIC_BASE
+
+
+def test_an_mmio_constant_is_an_aligned_dword_of_a_region():
+    m = vmcore.Machine(memory_mb=4, apic=True)
+    with pytest.raises(ValueError):
+        m._engine.mmio_constant(0xFEE00022, 1)           # not aligned
+    with pytest.raises(ValueError):
+        m._engine.mmio_constant(0xFED00000, 1)           # no MMIO region there
+    m._engine.mmio_constant(0xFEE00030, 0x00050014)
+    assert m._engine.mmio_constants() == {0xFEE00030: 0x00050014}
+    m._engine.mmio_constant(0xFEE00030, None)
+    assert m._engine.mmio_constants() == {}

@@ -21,6 +21,7 @@ from vmcore.devices import DebugConsole, DebugExit, KeyboardController, PortBus,
 from vmcore.devices import Cmos, CoprocessorPorts, PciConfig, PicPair, Pit8254, PortWindow, PostCode, SystemControlPortB
 from vmcore.devices import PciHostBridge, Piix3IsaBridge, TimerSet
 from vmcore.devices.clock import Clock, HostClock, make_clock
+from vmcore.devices.crtc import CRTC_PORT, CrtController
 from vmcore.devices.disk import DiskImage
 from vmcore.devices.mmio import MmioBus
 from vmcore.devices.ide import (COMMAND_BLOCK_REGISTERS, CONTROL, DRIVE_NAMES, MASTER, PRIMARY_COMMAND_PORT,
@@ -231,6 +232,7 @@ class Machine:
         self._tsc_follows_clock = False
         self._set_tsc(tsc or "instructions")
         self.pic = self.pit = self.cmos = self.port_b = self.post = self.kbc = self.pci = self.fpu_ports = None
+        self.crtc = None
         self.ide = None                      # the primary IDE channel, once attach_disk gave it a drive
         self.host_bridge = None
         self.lapic = self.ioapic = None      # apic=True
@@ -265,6 +267,8 @@ class Machine:
             self.bus.attach(0x70, 2, self.cmos, name="cmos")
             self.post = PostCode()
             self.bus.attach(0x80, 1, self.post, name="post")
+            self.crtc = CrtController()                     # the text screen's cursor (0xB8000: cga_text)
+            self.bus.attach(CRTC_PORT, 7, self.crtc, name="crtc")
             self.fpu_ports = CoprocessorPorts(self._engine.fpu_ignne)
             self.bus.attach(0xF0, 2, self.fpu_ports, name="fpu")
             self.pic.connect(0, self.pit.irq)
@@ -293,7 +297,7 @@ class Machine:
         engine = self._engine
         engine.apic_present = True
         lapic = LocalApic(self.clock, apic_base=lambda: engine.msr_apic_base, set_intr=_weak(self.set_intr),
-                          pic=self.pic)
+                          pic=self.pic, publish=lambda offset, value: engine.mmio_constant(LAPIC_GPA + offset, value))
         self.pic.set_intr = lapic.pic_intr          # the master's INT on LINT0
         ioapic = IoApic(deliver=lapic.accept)
         lapic.on_eoi = ioapic.eoi

@@ -285,4 +285,8 @@ cdef struct Cpu:
     uint64_t n_mmio_reads
     uint64_t n_mmio_writes
     uint64_t n_mmio_open_bus    # MMIO accesses that could not be exits (implicit, in a delivery, from the host)
+    uint32_t mmio_const_n       # registers whose reads the engine answers (MMIO_CONSTS at most)
+    uint32_t mmio_const_gpa[8]  # gpa of the aligned dword
+    uint32_t mmio_const_value[8]
+    uint64_t n_mmio_const_reads
     uint32_t apic_present       # a local APIC (Machine(apic=True)): CPUID.1:EDX.APIC follows IA32_APIC_BASE.EN

@@ -743,6 +743,38 @@ cdef class Engine:
         c.mmio_last[c.mmio_n] = <uint32_t>(end - 1)
         c.mmio_n += 1
 
+    def mmio_constant(self, uint32_t gpa, value):
+        """Publish the aligned MMIO dword at gpa as reading ``value`` until withdrawn (``value``
+        None): the engine answers its reads without an exit (memory.pxi)."""
+        cdef Cpu* c = self.c
+        cdef uint32_t k
+        if value is not None and (gpa & 3 or mmio_region(c, gpa) < 0):
+            raise ValueError(f"an MMIO constant is an aligned dword inside an MMIO region, not gpa {gpa:#x}")
+        for k in range(c.mmio_const_n):
+            if c.mmio_const_gpa[k] == gpa:
+                if value is None:
+                    c.mmio_const_n -= 1
+                    c.mmio_const_gpa[k] = c.mmio_const_gpa[c.mmio_const_n]
+                    c.mmio_const_value[k] = c.mmio_const_value[c.mmio_const_n]
+                else:
+                    c.mmio_const_value[k] = <uint32_t>value
+                return
+        if value is None:
+            return
+        if c.mmio_const_n >= MMIO_CONSTS:
+            raise ValueError(f"no room for another MMIO constant (at most {MMIO_CONSTS})")
+        c.mmio_const_gpa[c.mmio_const_n] = gpa
+        c.mmio_const_value[c.mmio_const_n] = <uint32_t>value
+        c.mmio_const_n += 1
+
+    def mmio_constants_clear(self):
+        """Withdraw every published MMIO constant."""
+        self.c.mmio_const_n = 0
+
+    def mmio_constants(self):
+        """{gpa: value} of the published MMIO constants."""
+        return {self.c.mmio_const_gpa[k]: self.c.mmio_const_value[k] for k in range(self.c.mmio_const_n)}
+
     def mmio_regions(self):
         """[(first gpa, last gpa)] of the MMIO regions."""
         return [(self.c.mmio_first[k], self.c.mmio_last[k]) for k in range(self.c.mmio_n)]
@@ -819,5 +851,6 @@ cdef class Engine:
             "mmio_reads": c.n_mmio_reads,
             "mmio_writes": c.n_mmio_writes,
             "mmio_open_bus": c.n_mmio_open_bus,
+            "mmio_const_reads": c.n_mmio_const_reads,
         }
 

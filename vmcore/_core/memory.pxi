@@ -526,10 +526,15 @@ cdef inline int sys_wr32(Cpu* c, uint32_t gla, uint32_t v) noexcept nogil:
 # as open bus (all ones) and writes vanish, counted in n_mmio_open_bus: implicit supervisor
 # accesses (descriptor tables, IDT, TSS), those of an exception or interrupt delivery, and host-
 # side accesses outside run().
+# A device may publish registers that read the same until it says otherwise (a local APIC's ID,
+# which xv6 reads on every spinlock operation): the engine answers reads of them without an exit,
+# from any context, until the device withdraws them (Engine.mmio_constant). A WRMSR to
+# IA32_APIC_BASE withdraws them all: the APIC may read as open bus now (ops_sysarch.pxi).
 
 cdef enum:
     MMIO_REGIONS = 8
     MMIO_LOG = 4        # MMIO accesses one instruction (one string element) may make
+    MMIO_CONSTS = 8
 
 cdef inline int mmio_region(Cpu* c, uint32_t gpa) noexcept nogil:
     """The index of the region holding gpa, or -1."""
@@ -541,7 +546,13 @@ cdef inline int mmio_region(Cpu* c, uint32_t gpa) noexcept nogil:
 
 cdef int mmio_access(Cpu* c, uint32_t gpa, uint32_t size, int is_write, uint32_t* val) noexcept nogil:
     """An access to an MMIO region: the logged answer, or an exit (RC_FAULT with mmio_exit set)."""
-    cdef uint32_t k = c.mmio_log_pos
+    cdef uint32_t k = c.mmio_log_pos, j
+    if not is_write and (gpa & 3) + size <= 4:
+        for j in range(c.mmio_const_n):
+            if c.mmio_const_gpa[j] == (gpa & ~<uint32_t>3):
+                c.n_mmio_const_reads += 1
+                val[0] = (c.mmio_const_value[j] >> (8 * (gpa & 3))) & (0xFFFFFFFFU >> (32 - 8 * size))
+                return 0
     if c.sys_access or c.mmio_blocked or c.cur_block == NULL:
         c.n_mmio_open_bus += 1
         if not is_write:

@@ -240,6 +240,7 @@ cdef int h_WRMSR(Cpu* c, Insn* i) noexcept nogil:
     elif n == MSR_APIC_BASE:
         # without an APIC (apic_present = 0) the enable bit stays clear: the CPU has none to enable
         c.msr_apic_base = v & (0xFFFFF000ULL | APIC_BASE_BSP | (APIC_BASE_EN if c.apic_present else 0))
+        c.mmio_const_n = 0          # the APIC's published registers (memory.pxi): it publishes them again
     elif n == MSR_SYSENTER_CS:
         c.msr_sysenter_cs = <uint32_t>v & 0xFFFF
     elif n == MSR_SYSENTER_ESP:

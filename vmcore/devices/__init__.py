@@ -3,6 +3,7 @@ from vmcore.devices.a20 import SystemControlPortA
 from vmcore.devices.bus import PortBus, PortDevice, PortMapping, PortWindow
 from vmcore.devices.clock import Clock, HostClock, TimerSet, VirtualClock
 from vmcore.devices.cmos import Cmos
+from vmcore.devices.crtc import CrtController
 from vmcore.devices.debugcon import DebugConsole
 from vmcore.devices.debugexit import DebugExit
 from vmcore.devices.disk import DiskImage
@@ -24,4 +25,5 @@ __all__ = ["PortBus", "PortDevice", "PortMapping", "PortWindow", "IrqLine", "Deb
            "Uart16550", "KeyboardController", "SystemControlPortA", "Clock", "VirtualClock", "HostClock",
            "TimerSet", "Pic8259", "PicPair", "Elcr", "Pit8254", "SystemControlPortB", "PostCode", "Cmos",
            "CoprocessorPorts", "PciConfig", "PciHostBridge", "Piix3IsaBridge", "DiskImage", "AtaDrive",
-           "IdeController", "PiixIdeFunction", "MmioBus", "MmioDevice", "LocalApic", "IoApic"]
+           "IdeController", "PiixIdeFunction", "MmioBus", "MmioDevice", "LocalApic", "IoApic",
+           "CrtController"]

@@ -99,8 +99,13 @@ class LocalApic(MmioDevice):
 
     def __init__(self, clock, apic_base: Callable[[], int] = lambda: LAPIC_GPA | 0x900,
                  set_intr: Callable[[bool], None] | None = None, pic=None,
-                 on_eoi: Callable[[int], None] | None = None):
+                 on_eoi: Callable[[int], None] | None = None,
+                 publish: Callable[[int, int | None], None] | None = None):
         super().__init__()
+        # publish(offset, value | None): registers that read the same until this device says
+        # otherwise, answered by the engine without an exit (ID and version: xv6 reads the ID on
+        # every spinlock operation); withdrawn when they change
+        self.publish = publish
         self.clock = clock
         self.apic_base = apic_base
         self.set_intr = set_intr
@@ -115,6 +120,7 @@ class LocalApic(MmioDevice):
 
     def reset(self) -> None:
         """The power-up and RESET state (§10.4.7.1), with LINT0 in virtual wire mode."""
+        self._withdraw()
         self.apic_id = 0
         self.tpr = 0
         self.ldr = 0
@@ -313,10 +319,19 @@ class LocalApic(MmioDevice):
         value = self._read32(offset & 0xFF0)
         return (value >> (8 * (offset & 3))) & ((1 << (8 * size)) - 1)
 
+    def _withdraw(self) -> None:
+        if getattr(self, "publish", None) is not None:
+            self.publish(ID, None)
+            self.publish(VERSION, None)
+
     def _read32(self, reg: int) -> int:
         if reg == ID:
+            if self.publish is not None:
+                self.publish(ID, self.apic_id)
             return self.apic_id
         if reg == VERSION:
+            if self.publish is not None:
+                self.publish(VERSION, VERSION_VALUE)
             return VERSION_VALUE
         if reg == TPR:
             return self.tpr
@@ -367,6 +382,7 @@ class LocalApic(MmioDevice):
     def _write32(self, reg: int, value: int) -> None:
         if reg == ID:
             self.apic_id = value & 0xFF000000
+            self._withdraw()
         elif reg == TPR:
             self.tpr = value & 0xFF
             self._update()
@@ -455,5 +471,6 @@ class LocalApic(MmioDevice):
         for name in self._STATE:
             setattr(self, name, state[name])
         self.lvt = dict(state["lvt"])
+        self._withdraw()
         self._update()
         self.on_reprogram()
