@@ -7,6 +7,8 @@ Where the source comes from, first that applies:
 
   --source DIR, or $XV6_SRC   a directory that already holds xv6-public's files (checked: every
                               file the build needs must be there, see REQUIRED_FILES)
+  a cached build              build/xv6/<commit>-*/ from an earlier run (its src/ holds the
+                              source it was built from)
   otherwise                   `git clone https://github.com/mit-pdos/xv6-public` and
                               `git checkout XV6_COMMIT` (needs the network; nothing of it is
                               committed to vmcore)
@@ -17,14 +19,14 @@ ld -m elf_i386, objcopy, perl, dd. xv6's Makefile predates gcc 12, so the script
 variables instead of editing any source file:
 
   TOOLPREFIX=       native tools (skips the i386-jos-elf- probe)
-  CFLAGS=...        xv6's own CFLAGS, minus -Werror (gcc 12 warns where gcc 5 did not, e.g.
-                    -Winfinite-recursion in sh.c), plus -fno-pie -no-pie -fno-stack-protector
-                    (Debian's gcc builds PIE by default) and -fcf-protection=none (no endbr32:
-                    the boot sector must stay within 510 bytes)
+  CFLAGS=...        xv6's own CFLAGS, minus -Werror (gcc 12 warns where gcc 5 did not:
+                    -Warray-bounds on mp.c's P2V() of the BIOS data area, -Winfinite-recursion
+                    on sh.c's runcmd), plus -fno-pie -no-pie -fno-stack-protector (Debian's
+                    gcc builds PIE by default) and -fcf-protection=none (no endbr32: the boot
+                    sector must stay within 510 bytes)
   LDFLAGS=-m elf_i386
 
-and builds the host tool mkfs itself before make (xv6's recipe is `gcc -Werror -Wall`, which
-gcc 12's -Wall stringop warnings would stop), so make finds mkfs up to date.
+The host tool mkfs is built by xv6's own recipe (gcc -Werror -Wall, which gcc 12 accepts).
 
 Writes into the cache directory (gitignored):
 
@@ -56,6 +58,8 @@ XV6_URL = "https://github.com/mit-pdos/xv6-public"
 # version of xv6" in README. git accepts the abbreviated hash for checkout.
 XV6_COMMIT = "eeb7b415"
 
+CLONE_TIMEOUT = 120.0            # seconds; without network git fails or hangs on connect
+
 SECTOR = 512
 XV6_IMG_SECTORS = 10000          # Makefile: dd if=/dev/zero of=xv6.img count=10000
 FSSIZE_BLOCKS = 1000             # param.h: FSSIZE, the size of fs.img in 512-byte blocks
@@ -83,7 +87,7 @@ CFLAGS = ("-fno-pic -static -fno-builtin -fno-strict-aliasing -O2 -Wall -MD -ggd
           "-fno-omit-frame-pointer -fno-stack-protector -fno-pie -no-pie -fcf-protection=none")
 MAKE_VARS = {"TOOLPREFIX": "", "CFLAGS": CFLAGS, "LDFLAGS": "-m elf_i386"}
 # Part of the cache key: change it when the build recipe changes.
-RECIPE = "make xv6.img fs.img " + " ".join(f"{k}='{v}'" for k, v in MAKE_VARS.items()) + "; mkfs: gcc -Wall"
+RECIPE = "make xv6.img fs.img " + " ".join(f"{k}='{v}'" for k, v in MAKE_VARS.items())
 
 
 class Xv6BuildError(WorkloadError):
@@ -92,9 +96,20 @@ class Xv6BuildError(WorkloadError):
     code = "xv6-build"
 
 
-def run(cmd: list[str], cwd: Path | None = None) -> str:
+class Xv6SourceUnavailable(Xv6BuildError):
+    """Nothing to build from or with: no source (no --source, $XV6_SRC, cached build, or
+    network for git clone), or no 32-bit toolchain."""
+
+    code = "xv6-source"
+
+
+def run(cmd: list[str], cwd: Path | None = None, timeout: float | None = None) -> str:
     print("+", " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Xv6BuildError(f"{' '.join(cmd)} did not finish in {timeout:.0f} s") from None
     if proc.returncode != 0:
         raise Xv6BuildError(f"{' '.join(cmd)} failed with status {proc.returncode}:\n{proc.stdout[-4000:]}")
     return proc.stdout
@@ -125,7 +140,7 @@ def clone(where: Path) -> Path:
     """git clone + checkout of XV6_COMMIT; raises Xv6BuildError without network."""
     dest = where / "xv6-public"
     try:
-        run(["git", "clone", "-q", XV6_URL, str(dest)])
+        run(["git", "clone", "-q", XV6_URL, str(dest)], timeout=CLONE_TIMEOUT)
         run(["git", "-c", "advice.detachedHead=false", "checkout", "-q", XV6_COMMIT], cwd=dest)
         head = run(["git", "rev-parse", "HEAD"], cwd=dest).strip()
     except FileNotFoundError as exc:
@@ -159,7 +174,7 @@ def build(src: Path, cache: Path = DEFAULT_CACHE, commit: str = XV6_COMMIT, forc
     check_source(src)
     problem = toolchain_problem()
     if problem:
-        raise Xv6BuildError(f"cannot build xv6: {problem}")
+        raise Xv6SourceUnavailable(f"cannot build xv6: {problem}")
     digest = source_digest(src)
     out = cache / f"{commit}-{digest[:12]}"
     if not force and (out / "xv6.img").is_file() and (out / "fs.img").is_file():
@@ -173,8 +188,6 @@ def build(src: Path, cache: Path = DEFAULT_CACHE, commit: str = XV6_COMMIT, forc
         shutil.copy2(src / name, work / name)
     for script in ("vectors.pl", "sign.pl"):
         (work / script).chmod(0o755)
-    # xv6's mkfs recipe is `gcc -Werror -Wall -o mkfs mkfs.c`; build it without -Werror first.
-    run(["gcc", "-Wall", "-o", "mkfs", "mkfs.c"], cwd=work)
     run(["make", "-j2", "xv6.img", "fs.img"] + [f"{k}={v}" for k, v in MAKE_VARS.items()], cwd=work)
     for image in ("xv6.img", "fs.img"):
         shutil.copy2(work / image, out / image)
@@ -193,12 +206,29 @@ def check_images(out: Path) -> None:
         raise Xv6BuildError(f"{out}/fs.img: {fs} bytes, expected {FSSIZE_BLOCKS * BSIZE}")
 
 
+def cached_build(cache: Path, commit: str = XV6_COMMIT) -> Path | None:
+    """The newest complete build of commit in cache (its src/ copy is the verified source)."""
+    builds = [d for d in cache.glob(f"{commit}-*") if (d / "xv6.img").is_file() and (d / "fs.img").is_file()
+              and (d / "BUILD").is_file()]
+    return max(builds, key=lambda d: (d / "BUILD").stat().st_mtime) if builds else None
+
+
 def fetch_and_build(source: Path | None = None, cache: Path = DEFAULT_CACHE, force: bool = False) -> Path:
+    """Images for XV6_COMMIT: from source / $XV6_SRC, else a cached build, else git clone."""
     src = find_source(source)
     if src is not None:
         return build(src, cache, force=force)
+    cached = cached_build(cache)
+    if cached is not None and not force:
+        print(f"fetch_xv6: no --source or $XV6_SRC; using the cached build {cached}")
+        return cached
     with tempfile.TemporaryDirectory() as tmp:
-        return build(clone(Path(tmp)), cache, force=force)
+        try:
+            src = clone(Path(tmp))
+        except Xv6BuildError as exc:
+            raise Xv6SourceUnavailable(f"no xv6-public source: no --source, no $XV6_SRC, no cached build in {cache}, "
+                                f"and git clone {XV6_URL} failed ({exc})") from None
+        return build(src, cache, force=force)
 
 
 def main(argv: list[str] | None = None) -> int:

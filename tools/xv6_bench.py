@@ -73,6 +73,7 @@ kbd.c, console.c, picirq.c, main.c, bootasm.S, entryother.S), for the vmcore sid
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -80,6 +81,7 @@ import selectors
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -92,6 +94,7 @@ PASS_MARKER = b"ALL TESTS PASSED"
 # usertests failure prints its message and exits).
 PANIC = re.compile(rb"panic: ")
 FAIL_PATTERNS = (PANIC, re.compile(rb"test FAILED"), re.compile(rb"\n\$ "))
+LINE_GRACE_S = 1.0               # after a failure pattern, wait this long for the end of its line
 DEFAULT_BOOT_TIMEOUT = 60.0
 DEFAULT_TESTS_TIMEOUT = 600.0
 
@@ -118,6 +121,9 @@ def wait_for(read: ReadFn, buffer: bytearray, marker: bytes, start: int, timeout
         for pat in fail_patterns:
             m = pat.search(buffer, start)
             if m:
+                grace = time.monotonic() + LINE_GRACE_S        # let the rest of the line arrive
+                while buffer.find(b"\n", m.end()) < 0 and time.monotonic() < grace:
+                    buffer += read(0.1)
                 line_start = buffer.rfind(b"\n", 0, m.start()) + 1
                 line_end = buffer.find(b"\n", m.end())
                 line = bytes(buffer[line_start:line_end if line_end >= 0 else len(buffer)])
@@ -158,40 +164,68 @@ def qemu_command(images: Path, smp: int = 1, qemu: str = "qemu-system-i386") -> 
             "-smp", str(smp), "-m", "512"]
 
 
-def run_qemu(images: Path, smp: int = 1, **kw) -> dict:
-    """Boot fresh copies of the images under QEMU TCG (usertests refuses to run twice on one
-    fs.img: "already ran user tests -- rebuild fs.img") and drive the console."""
+@contextlib.contextmanager
+def qemu_console(images: Path, smp: int = 1):
+    """QEMU TCG on fresh copies of the images (usertests refuses to run twice on one fs.img:
+    "already ran user tests -- rebuild fs.img"); yields (read, write, t0, command)."""
     qemu = shutil.which("qemu-system-i386")
     if qemu is None:
         raise FileNotFoundError("qemu-system-i386 is not installed (apt-get install qemu-system-x86)")
-    work = images / "run-qemu"
-    work.mkdir(exist_ok=True)
-    for name in ("xv6.img", "fs.img"):
-        shutil.copyfile(images / name, work / name)
-    cmd = qemu_command(work, smp, qemu)
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    with tempfile.TemporaryDirectory(prefix="run-qemu-", dir=images) as tmp:
+        work = Path(tmp)
+        for name in ("xv6.img", "fs.img"):
+            shutil.copyfile(images / name, work / name)
+        cmd = qemu_command(work, smp, qemu)
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+
+        def read(timeout: float) -> bytes:
+            if not sel.select(timeout):
+                return b""
+            data = os.read(proc.stdout.fileno(), 65536)
+            if not data:
+                raise ConsoleFailure(f"QEMU exited with status {proc.wait()}")
+            return data
+
+        def write(data: bytes) -> None:
+            proc.stdin.write(data)
+            proc.stdin.flush()
+
+        try:
+            yield read, write, t0, cmd
+        finally:
+            proc.kill()
+            proc.wait()
+            sel.close()
+
+
+def vmcore_console(machine, slice_s: float = 0.1):
+    """(read, write) for drive_console() on a vmcore Machine: read runs the guest for a slice
+    and returns what it wrote to COM1 since the last call; write feeds COM1's receiver."""
+    from vmcore.machine import Exit
+    seen = 0
 
     def read(timeout: float) -> bytes:
-        if not sel.select(timeout):
-            return b""
-        data = os.read(proc.stdout.fileno(), 65536)
-        if not data:
-            raise ConsoleFailure(f"QEMU exited with status {proc.wait()}")
-        return data
+        nonlocal seen
+        result = machine.run(timeout=max(0.01, min(timeout, slice_s)))
+        if result.exit not in (Exit.TIMEOUT, Exit.HLT):
+            raise ConsoleFailure(f"vmcore stopped: {result.exit.value}: {result.reason}")
+        data = machine.console.encode()
+        new, seen = data[seen:], len(data)
+        return new
 
     def write(data: bytes) -> None:
-        proc.stdin.write(data)
-        proc.stdin.flush()
+        machine.uart.feed(data)
 
-    try:
+    return read, write
+
+
+def run_qemu(images: Path, smp: int = 1, **kw) -> dict:
+    """Boot xv6 under QEMU TCG, run usertests through the console, return the timings."""
+    with qemu_console(images, smp) as (read, write, t0, cmd):
         result = drive_console(read, write, t0=t0, **kw)
-    finally:
-        proc.kill()
-        proc.wait()
-        sel.close()
     result.update(mode="qemu-tcg", smp=smp, command=" ".join(cmd))
     return result
 
