@@ -15,8 +15,9 @@ Where the source comes from, first that applies:
 
 The build runs xv6's own Makefile (`make xv6.img fs.img`) on a copy of the source in
 build/xv6/<commit>-<digest>/src, with the Debian toolchain: gcc -m32 (package gcc-multilib),
-ld -m elf_i386, objcopy, perl, dd. xv6's Makefile predates gcc 12, so the script hands it make
-variables instead of editing any source file:
+ld -m elf_i386, objcopy, perl, dd (as root, missing packages are installed with apt-get).
+xv6's Makefile predates gcc 12, so the script hands it make variables instead of editing any
+source file:
 
   TOOLPREFIX=       native tools (skips the i386-jos-elf- probe)
   CFLAGS=...        xv6's own CFLAGS, minus -Werror (gcc 12 warns where gcc 5 did not:
@@ -169,10 +170,33 @@ def toolchain_problem() -> str | None:
     return None
 
 
+TOOLCHAIN_PACKAGES = ("gcc-multilib", "binutils", "perl", "make")
+
+
+def install_toolchain() -> bool:
+    """As root with apt-get: install Debian's gcc-multilib, binutils, perl and make; True if
+    apt-get succeeded (apt-get update first when the package lists are stale)."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return False
+    install = ["apt-get", "install", "-y", "-q", *TOOLCHAIN_PACKAGES]
+    try:
+        run(install, timeout=600)
+    except Xv6BuildError:
+        try:
+            run(["apt-get", "update", "-q"], timeout=600)
+            run(install, timeout=600)
+        except Xv6BuildError as exc:
+            print(f"fetch_xv6: {exc}", file=sys.stderr)
+            return False
+    return True
+
+
 def build(src: Path, cache: Path = DEFAULT_CACHE, commit: str = XV6_COMMIT, force: bool = False) -> Path:
     """Build xv6.img and fs.img from the source tree src; returns the output directory."""
     check_source(src)
     problem = toolchain_problem()
+    if problem and install_toolchain():
+        problem = toolchain_problem()
     if problem:
         raise Xv6SourceUnavailable(f"cannot build xv6: {problem}")
     digest = source_digest(src)
