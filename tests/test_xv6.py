@@ -256,21 +256,30 @@ def test_qemu_runs_usertests_to_all_tests_passed(images):
     assert result["boot_s"] < 30
 
 
-# ---- vmcore -----------------------------------------------------------------------------------
+# ---- vmcore ----------------------------------------------------------------------------------
 
-SEABIOS = Path("/usr/share/seabios/bios-256k.bin")   # Debian's seabios package, QEMU's pc BIOS
+needs_seabios = pytest.mark.skipif(not xv6_bench.SEABIOS.exists(),
+                                   reason=f"{xv6_bench.SEABIOS} is missing (apt-get install seabios)")
 
 
-@pytest.mark.skip(reason="vmcore does not boot xv6 yet: needs LAPIC/IOAPIC/MP table (issue 12)")
+@needs_seabios
 @pytest.mark.parametrize("mode", ["bare", "bt"])
-def test_vmcore_runs_usertests(images, mode):
-    # What it takes (tools/xv6_bench.py's docstring has the list): SeaBIOS running to the boot
-    # sector, the MP floating pointer and configuration table, a LAPIC (timer, EOI, ID) and an
-    # IOAPIC at 0xFEC00000, and fs.img as the primary channel's slave drive (ROOTDEV 1).
-    import vmcore
-    m = vmcore.Machine(memory_mb=512, mode=mode)
-    m.load_bios(SEABIOS)
-    m.attach_disk(images / "xv6.img")
-    read, write = xv6_bench.vmcore_console(m)
-    result = xv6_bench.drive_console(read, write, boot_timeout=120, tests_timeout=3600)
-    assert "ALL TESTS PASSED" in result["console"]
+def test_vmcore_boots_xv6_through_seabios_and_runs_usertests(images, mode):
+    """SeaBIOS from the reset vector, the boot sector of xv6.img, xv6's kernel through PIO, the MP
+    table SeaBIOS built, LAPIC timer and IOAPIC interrupts, fs.img as the primary slave, the shell,
+    and usertests typed on the keyboard, to ALL TESTS PASSED; both modes run the same instructions."""
+    result = xv6_bench.run_vmcore(images, mode, boot_timeout=120, tests_timeout=900)
+    console = result["console"]
+    assert "cpu0: starting 0" in console and "init: starting sh" in console
+    assert "usertests starting" in console and "ALL TESTS PASSED" in console
+    assert "FAILED" not in console and "panic" not in console
+    stats = result["stats"]
+    assert stats["mmio_const_reads"] > 1000 * stats["exits_mmio"]   # the LAPIC ID, read without exits
+    test_vmcore_boots_xv6_through_seabios_and_runs_usertests.counts[mode] = result["instructions"]
+    if len(test_vmcore_boots_xv6_through_seabios_and_runs_usertests.counts) == 2:
+        bare, bt = (test_vmcore_boots_xv6_through_seabios_and_runs_usertests.counts[k] for k in ("bare", "bt"))
+        # typing is paced by the keyboard buffer at slice boundaries: the same in both modes
+        assert bare == bt
+
+
+test_vmcore_boots_xv6_through_seabios_and_runs_usertests.counts = {}
