@@ -577,11 +577,24 @@ class Machine:
                         break
             if result is None:
                 result = self.bus.read(port, size)
-            return self._engine.io_complete_in(int(result) & mask)
+            shutdown = self._engine.io_complete_in(int(result) & mask)
+            if not any(h.kind == HOOK_IO_IN and h.begin <= port <= h.end for h in self._hooks):
+                # the rest of a REP INS from the same port, element by element, without an exit each
+                while not shutdown and self._engine.io_ins_continue():
+                    shutdown = self._engine.io_complete_in(int(self.bus.read(port, size)) & mask)
+            return shutdown
+        hooked = False
         for h in self._hooks:
             if h.kind == HOOK_IO_OUT and h.begin <= port <= h.end:
                 h.callback(self, port, size, value)
+                hooked = True
         self.bus.write(port, size, value)
+        if not hooked:
+            # the rest of a REP OUTS to the same port, without an exit for each element
+            value = self._engine.io_outs_continue()
+            while value is not None:
+                self.bus.write(port, size, value)
+                value = self._engine.io_outs_continue()
         return False
 
     # ---- running ------------------------------------------------------------------------

@@ -172,6 +172,9 @@ cdef struct Cpu:
     uint32_t io_a16
     uint32_t io_rep
     uint32_t io_next_eip
+    uint32_t io_more     # the INS element just stored left more of a REP INS (ins_complete)
+    uint32_t io_outs_more  # the OUTS element just sent leaves more of a REP OUTS (h_OUTS)
+    uint32_t io_seg      # its source segment
     uint32_t until_eip
     int until_active
     # external interrupts (SDM Vol. 3 §6.8): a vector waiting for IF = 1 at an instruction boundary

@@ -113,6 +113,8 @@ cdef class Engine:
         self.c.msr_apic_base = 0xFEE00000ULL | APIC_BASE_BSP | (APIC_BASE_EN if self.c.apic_present else 0)
         self.c.exc_soft = 0
         self.c.io_string = 0
+        self.c.io_more = 0
+        self.c.io_outs_more = 0
         mmio_retire(self.c)
         self.c.irq_pending = 0
         self.c.int_shadow = 0
@@ -713,11 +715,67 @@ cdef class Engine:
         """Deliver the value of a pending IN into AL/AX/EAX (INS: to ES:(E)DI). True if the
         store of an INS faulted into a triple fault: the machine shuts down."""
         cdef int sz = 0 if self.c.io_size == 1 else (1 if self.c.io_size == 2 else 2)
+        self.c.io_more = 0
         if self.c.io_string:
             self.c.exit_reason = EXIT_NONE
             return ins_complete(self.c, value) != 0 and self.c.exit_reason == EXIT_SHUTDOWN
         setr_sz(self.c, R_EAX, sz, value)
         return False
+
+    def io_ins_continue(self):
+        """After io_complete_in() stored an element of a REP INS that has more to go: make the
+        next element the pending IN again, without leaving and re-entering run(), when its
+        destination passes the ES check that h_INS makes before the port is read (so no device
+        data is read for an element that faults there); True if it did. The elements of one
+        instruction then reach the device back to back, as a block transfer (QEMU's PIO does
+        the same); no interrupt is taken between them."""
+        cdef Cpu* c = self.c
+        cdef int sz = 0 if c.io_size == 1 else (1 if c.io_size == 2 else 2)
+        cdef uint32_t ea = c.regs[R_EDI] & (0xFFFFU if c.io_a16 else 0xFFFFFFFFU)
+        cdef Seg* es = &c.seg[S_ES]
+        if not c.io_more or <uint64_t>ea - es.lo[1][sz] > es.span[1][sz]:
+            return False
+        c.io_more = 0
+        c.io_string = 1
+        c.io_value = 0
+        c.exit_reason = EXIT_IO
+        return True
+
+    def io_outs_continue(self):
+        """After the device took an element of a REP OUTS that has more to go: the next element's
+        value, read from DS:(E)SI (or its override) as h_OUTS reads it, with (E)SI and (E)CX
+        stepped (and the instruction retired after its last element), so it goes to the device
+        in the same exit; None when it cannot be read here without a fault (outside the
+        segment, not in the software TLB, across a page) or under single-step: then run()
+        executes the element as it does any. No interrupt is taken between the elements."""
+        cdef Cpu* c = self.c
+        cdef int sz = 0 if c.io_size == 1 else (1 if c.io_size == 2 else 2)
+        cdef uint32_t amask = 0xFFFFU if c.io_a16 else 0xFFFFFFFFU
+        cdef uint32_t ea, la, v = 0
+        cdef int32_t delta = (1 << sz) * (-1 if c.eflags & FL_DF else 1)
+        cdef Seg* s
+        cdef TlbEntry* e
+        if not c.io_outs_more or c.eflags & FL_TF:
+            return None
+        c.io_outs_more = 0
+        s = &c.seg[c.io_seg]
+        ea = c.regs[R_ESI] & amask
+        if <uint64_t>ea - s.lo[0][sz] > s.span[0][sz]:
+            return None
+        la = s.base + ea
+        e = &c.tlb[(la >> 12) & (TLB_SIZE - 1)]
+        if e.tag_r != (la & 0xFFFFF000U) or (la & 0xFFF) + c.io_size > 4096:
+            return None
+        memcpy(&v, <void*>(<uintptr_t>la + e.addend), c.io_size)
+        str_step(c, R_ESI, amask, delta)
+        str_step(c, R_ECX, amask, -1)
+        c.io_value = v
+        if c.regs[R_ECX] & amask:
+            c.io_outs_more = 1
+        else:
+            c.eip = c.io_next_eip           # retired, as end_of_block() retires an RC_EXIT
+            c.icount += 1
+        return v
 
     def mmio_map(self, uint32_t gpa, uint64_t size):
         """Make [gpa, gpa + size) an MMIO region: guest accesses there become EXIT_MMIO (memory.pxi).

@@ -345,9 +345,15 @@ cdef int h_OUTS(Cpu* c, Insn* i) noexcept nogil:
     c.io_is_in = 0
     c.io_value = v
     c.exit_reason = EXIT_IO
+    c.io_outs_more = 0
     if rep:
         str_step(c, R_ECX, amask, -1)
         if c.regs[R_ECX] & amask:
+            # what Engine.io_outs_continue() needs to send the next elements in the same exit
+            c.io_outs_more = 1
+            c.io_seg = i.seg
+            c.io_a16 = 1 if i.flags & IF_A16 else 0
+            c.io_next_eip = i.next_eip
             return RC_EXIT_BEFORE
     return RC_EXIT
 
@@ -366,6 +372,7 @@ cdef int h_INS(Cpu* c, Insn* i) noexcept nogil:
     c.io_size = 1 << sz
     c.io_is_in = 1
     c.io_value = 0
+    c.io_outs_more = 0
     c.io_string = 1
     c.io_a16 = 1 if i.flags & IF_A16 else 0
     c.io_rep = rep
@@ -380,12 +387,14 @@ cdef int ins_complete(Cpu* c, uint32_t value) noexcept nogil:
     cdef int32_t delta = (1 << sz) * (-1 if c.eflags & FL_DF else 1)
     cdef uint32_t la
     c.io_string = 0
+    c.io_more = 0
     if seg_off_w(c, S_ES, c.regs[R_EDI] & amask, sz, &la) or wr_sz(c, la, sz, value):
         return deliver_exception(c)
     str_step(c, R_EDI, amask, delta)
     if c.io_rep:
         str_step(c, R_ECX, amask, -1)
         if c.regs[R_ECX] & amask:
+            c.io_more = 1
             return 0
     c.eip = c.io_next_eip
     c.icount += 1

@@ -35,6 +35,7 @@ cdef int h_IO(Cpu* c, Insn* i) noexcept nogil:
     c.io_size = 1 << sz
     c.io_is_in = 0 if i.op & 1 else 1
     c.io_value = getr_sz(c, R_EAX, sz) if i.op & 1 else 0
+    c.io_outs_more = 0
     c.exit_reason = EXIT_IO
     return RC_EXIT
 
