@@ -14,9 +14,7 @@ of ``native_seconds`` and ``slowdown_vs_native``, and ``qemu_tcg_seconds`` when 
 (vmcore/benchkeys.py). ``vmcore bench`` shows ``bt``/``bare`` from the two medians.
 """
 import functools
-import shutil
-import subprocess
-import time
+import sys
 
 import pytest
 
@@ -24,9 +22,12 @@ import vmcore
 from vmcore import benchkeys
 from vmcore.bench import REPO_ROOT
 
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+import linux_boot_bench  # noqa: E402
+
 CACHE = REPO_ROOT / "build" / "linux"
 KERNEL, INITRD = CACHE / "bzImage", CACHE / "initrd.img"
-MARKER = "VMCORE-LINUX-SHELL-OK"
+MARKER = linux_boot_bench.MARKER
 MEMORY_MB = 256
 CMDLINES = {"small": "console=ttyS0 cryptomgr.notests"}
 FULL_CMDLINE = "console=ttyS0"
@@ -36,17 +37,10 @@ TIMEOUT_S = 900
 @functools.cache
 def qemu_tcg_seconds(cmdline: str) -> float | None:
     """QEMU TCG booting the same kernel, initramfs and command line (its SeaBIOS included), once
-    per session; None without qemu-system-i386 or if its boot did not reach the marker."""
-    qemu = shutil.which("qemu-system-i386")
-    if qemu is None:
-        return None
-    cmd = [qemu, "-accel", "tcg", "-m", str(MEMORY_MB), "-nographic", "-no-reboot", "-kernel", str(KERNEL),
-           "-initrd", str(INITRD), "-append", cmdline, "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=TIMEOUT_S,
-                       stdin=subprocess.DEVNULL)
-    seconds = time.perf_counter() - t0
-    return seconds if MARKER in p.stdout and p.returncode == 1 else None
+    per session (tools/linux_boot_bench.py's run); None without qemu-system-i386 or if its boot
+    did not reach the marker."""
+    q = linux_boot_bench.qemu_boot(KERNEL, INITRD, cmdline, MEMORY_MB)
+    return q["seconds"] if q is not None and q["ok"] else None
 
 
 def bench_linux_boot(benchmark, mode, workload_size, engine=None):

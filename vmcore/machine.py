@@ -24,6 +24,8 @@ from vmcore.devices.clock import Clock, HostClock, make_clock
 from vmcore.devices.crtc import CRTC_PORT, CrtController
 from vmcore.devices.disk import DiskImage
 from vmcore.devices.mmio import MmioBus
+from vmcore.devices.ioapic import IOAPIC_GPA, IOAPIC_SIZE, IoApic, isa_pin
+from vmcore.devices.lapic import LAPIC_GPA, LAPIC_SIZE, LocalApic
 from vmcore.devices.ide import (COMMAND_BLOCK_REGISTERS, CONTROL, DRIVE_NAMES, MASTER, PRIMARY_COMMAND_PORT,
                                 PRIMARY_CONTROL_PORT, SLAVE, IdeController, PiixIdeFunction)
 from vmcore.devices.pci import PAM_REGISTERS, ResetControl
@@ -291,9 +293,6 @@ class Machine:
 
     def _attach_apics(self) -> None:
         """The local APIC between the PIC and the CPU, the I/O APIC on the ISA IRQ lines."""
-        from vmcore.devices.ioapic import IOAPIC_GPA, IOAPIC_SIZE, IoApic, isa_pin
-        from vmcore.devices.lapic import LAPIC_GPA, LAPIC_SIZE, LocalApic
-
         engine = self._engine
         engine.apic_present = True
         lapic = LocalApic(self.clock, apic_base=lambda: engine.msr_apic_base, set_intr=_weak(self.set_intr),
@@ -313,7 +312,6 @@ class Machine:
         """An ISA IRQ line: to the PIC and, with the APICs, to its I/O APIC pin."""
         self.pic.connect(irq, line)
         if self.ioapic is not None:
-            from vmcore.devices.ioapic import isa_pin
             self.ioapic.connect(isa_pin(irq), line)
 
     def _timer_can_wake(self, device) -> bool:
@@ -326,7 +324,6 @@ class Machine:
         if self.pic.can_interrupt(irq) and (self.lapic is None or self.lapic.passes_pic()):
             return True
         if self.ioapic is not None:
-            from vmcore.devices.ioapic import isa_pin
             return self.ioapic.can_interrupt(isa_pin(irq))
         return False
 
@@ -570,15 +567,17 @@ class Machine:
         mask = (1 << (8 * size)) - 1
         if is_in:
             result = None
+            hooked = False
             for h in self._hooks:
                 if h.kind == HOOK_IO_IN and h.begin <= port <= h.end:
+                    hooked = True
                     result = h.callback(self, port, size)
                     if result is not None:
                         break
             if result is None:
                 result = self.bus.read(port, size)
             shutdown = self._engine.io_complete_in(int(result) & mask)
-            if not any(h.kind == HOOK_IO_IN and h.begin <= port <= h.end for h in self._hooks):
+            if not hooked:
                 # the rest of a REP INS from the same port, element by element, without an exit each
                 while not shutdown and self._engine.io_ins_continue():
                     shutdown = self._engine.io_complete_in(int(self.bus.read(port, size)) & mask)
